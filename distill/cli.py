@@ -1,0 +1,146 @@
+"""`python -m distill`: run a job from a JSON file, or list the student architectures.
+
+stdout carries one JSON event per line (the worker reads it); a human progress bar goes to stderr when it
+is a terminal. Exit codes: 0 ok, 1 internal error, 2 user error, 3 cancelled (see distill.errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from distill.config import JobConfig
+from distill.errors import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, Cancelled, UserError
+from distill.events import Emitter, JsonLinesEmitter
+from distill.progress import ProgressBar
+from distill.training.stop import StopFlag
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "archs":
+        return _archs(as_json=args.json)
+    return _run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distill", description="Distillery's distillation engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="train a student from a teacher as JOB.json describes",
+        description="Train a student from a teacher. JOB.json is the body of POST /v1/jobs with local paths "
+        "(relative paths are relative to JOB.json's folder). Events go to stdout as JSON lines.",
+        epilog="fields of JOB.json:\n" + "\n".join(_field_help(JobConfig)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("job", type=Path, help="the job document (JSON)")
+    run.add_argument("--out", type=Path, required=True, help="folder for artifacts and checkpoints")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    run.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides training.device)")
+    run.add_argument(
+        "--progress",
+        choices=["auto", "bar", "none"],
+        default="auto",
+        help="progress bar on stderr (auto: when stderr is a terminal)",
+    )
+    archs = sub.add_parser("archs", help="list the student architectures and their parameters")
+    archs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _field_help(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per field, recursing into nested specs, e.g. `knowledge.temperature (default 4.0): ...`."""
+    lines = []
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.extend(_field_help(annotation, key + "."))
+            continue
+        nested = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+        choices = getattr(annotation, "__args__", ()) if getattr(annotation, "__origin__", None) is Literal else ()
+        one_of = f" One of: {', '.join(map(str, choices))}." if choices else ""
+        lines.append(f"  {key} ({default}): {field.description or ''}{one_of}")
+        for sub in nested:
+            lines.extend(_field_help(sub, key + "."))
+    return lines
+
+
+def _archs(*, as_json: bool) -> int:
+    from distill.models import STUDENTS
+
+    entries = STUDENTS.describe()
+    if as_json:
+        print(json.dumps(entries, indent=2, default=str))
+        return EXIT_OK
+    for entry in entries:
+        params = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
+        print(f"{entry['name']:<12} {entry['description']}\n{'':<12} {params}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    emit: Emitter = JsonLinesEmitter(sys.stdout)
+    bar = ProgressBar.maybe(args.progress)
+    if bar is not None:
+        emit = bar.wrap(emit)
+    stop = StopFlag()
+    stop.install_sigterm()
+    try:
+        config = load_job_file(args.job)
+        from distill.runner import run_job  # imported late: `--help` and config errors stay fast
+
+        run_job(config, out_dir=args.out, device=args.device, emit=emit, stop=stop, resume=args.resume)
+        return EXIT_OK
+    except UserError as exc:
+        emit("error", **exc.as_dict())
+        return EXIT_USER_ERROR
+    except Cancelled as exc:
+        emit("error", code="cancelled", message=str(exc), param=None)
+        return EXIT_CANCELLED
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        emit("error", code="internal_error", message="internal error: see the log for the traceback", param=None)
+        return EXIT_INTERNAL_ERROR
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def load_job_file(path: Path) -> JobConfig:
+    """Parse and validate JOB.json; paths inside it are taken relative to its folder."""
+    try:
+        raw: Any = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no such job file: {path}", code="invalid_job", param="job") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}", code="invalid_job", param="job") from None
+    try:
+        config = JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{param}: {first['msg']}", code="invalid_job", param=param) from None
+    return resolve_paths(config, path.resolve().parent)
+
+
+def resolve_paths(config: JobConfig, base: Path) -> JobConfig:
+    def local(ref: str | None) -> str | None:
+        if ref is None or ref.startswith("builtin:"):
+            return ref
+        return str((base / ref).resolve())
+
+    teacher = config.teacher.model_copy(update={"path": local(config.teacher.path)})
+    dataset = config.dataset.model_copy(
+        update={"train": local(config.dataset.train), "validation": local(config.dataset.validation)}
+    )
+    return config.model_copy(update={"teacher": teacher, "dataset": dataset})

@@ -1,0 +1,181 @@
+"""The training loop: one function that reads top to bottom (nanoGPT habit).
+
+Determinism and exact resume: the shuffle order of epoch e is a pure function of (seed, e), the
+augmentation noise of step s a pure function of (seed, s), and the checkpoint carries the model,
+optimizer, scheduler and the global RNG (dropout). So a run stopped after any step and resumed with
+the same spec ends with the same weights as one that never stopped (on the CPU; CUDA kernels are not
+bit-deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distill.config import TrainingSpec
+from distill.errors import Cancelled, UserError
+from distill.events import Emitter
+from distill.losses.outputs import Outputs
+from distill.training.augment import augment
+from distill.training.checkpoint import load_checkpoint, save_checkpoint
+from distill.training.device import autocast_for
+from distill.training.optim import build_optimizer, build_scheduler
+from distill.training.stop import StopFlag
+from distill.training.teacher_signal import TeacherSignal
+
+# loss(student, teacher, target) -> (total, {term name: value})
+LossFn = Callable[[Outputs, Outputs | None, Tensor | None], tuple[Tensor, dict[str, float]]]
+# evaluate(model) -> {metric name: value}, run after every epoch on the validation set
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass
+class Phase:
+    """One training run of the job (the distilled student, or the no-teacher baseline)."""
+
+    name: str  # "train" or "baseline"
+    x: Tensor  # (N, ...) transfer inputs, CPU float32
+    y: Tensor | None  # (N,) int64, -1 = unlabeled
+    loss: LossFn
+    teacher: TeacherSignal | None
+    evaluate: EvalFn
+    checkpoint: Path
+    epochs: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # metric records, for metrics.jsonl
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def train(
+    model: nn.Module,
+    phase: Phase,
+    spec: TrainingSpec,
+    *,
+    device: torch.device,
+    emit: Emitter,
+    stop: StopFlag,
+    resume: bool = False,
+) -> nn.Module:
+    """Train `model` in place for `phase.epochs`; checkpoint every epoch and on stop. Returns the model."""
+    n = len(phase.x)
+    steps_per_epoch = math.ceil(n / spec.batch_size)
+    total_steps = steps_per_epoch * phase.epochs
+    model.to(device)
+    optimizer = build_optimizer(model, spec)
+    scheduler = build_scheduler(optimizer, spec, steps_per_epoch=steps_per_epoch, epochs=phase.epochs)
+    autocast = autocast_for(device)
+
+    start_epoch, start_step = 0, 0  # start_step: steps already done inside start_epoch
+    if resume and phase.checkpoint.exists():
+        state = load_checkpoint(phase.checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        phase.history[:] = list(state.get("history", []))
+        emit("message", level="info", message=f"{phase.name}: resumed at epoch {start_epoch + 1}, step {start_step}")
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "history": phase.history,
+        }
+        save_checkpoint(state, phase.checkpoint)
+        emit("checkpoint", phase=phase.name, epoch=epoch, step=step_in_epoch, path=str(phase.checkpoint))
+
+    started = time.perf_counter()
+    done_at_start = start_epoch * steps_per_epoch + start_step
+    last_progress = 0.0
+    for epoch in range(start_epoch, phase.epochs):
+        model.train()
+        order = _epoch_order(n, spec.seed, epoch)
+        running: dict[str, float] = {}
+        seen = 0
+        first = start_step if epoch == start_epoch else 0
+        for step_in_epoch in range(first, steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step_in_epoch
+            idx = order[step_in_epoch * spec.batch_size : (step_in_epoch + 1) * spec.batch_size]
+            x = phase.x[idx].to(device, non_blocking=True)  # (B, ...)
+            y = None if phase.y is None else phase.y[idx].to(device, non_blocking=True)  # (B,)
+            if spec.augment != "none":
+                x = augment(x, spec.augment, torch.Generator().manual_seed(spec.seed * 7_919 + global_step))
+            teacher = None if phase.teacher is None else Outputs(phase.teacher(idx, x))  # (B, C)
+            with autocast():
+                student = Outputs(model(x))  # (B, C)
+            loss, parts = phase.loss(student, teacher, y)
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                    "lower training.lr, set training.grad_clip, or check the data for extreme values",
+                    code="diverged",
+                    param="training.lr",
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if spec.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            optimizer.step()
+            scheduler.step()
+
+            for name, value in parts.items():
+                running[name] = running.get(name, 0.0) + value * len(idx)
+            seen += len(idx)
+            if stop.requested:
+                checkpoint(epoch, step_in_epoch + 1)
+                raise Cancelled(f"{phase.name}: stopped at epoch {epoch + 1}, step {step_in_epoch + 1}")
+            now = time.perf_counter()
+            if now - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = now
+                _progress(emit, phase, epoch, global_step + 1, total_steps, done_at_start, now - started)
+
+        model.eval()
+        values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
+        values["train/lr"] = scheduler.get_last_lr()[0]
+        values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
+        step = (epoch + 1) * steps_per_epoch
+        phase.history.extend({"name": k, "step": step, "epoch": epoch + 1, "value": v} for k, v in values.items())
+        emit("metrics", phase=phase.name, step=step, epoch=epoch + 1, values=values)
+        _progress(emit, phase, epoch, step, total_steps, done_at_start, time.perf_counter() - started)
+        checkpoint(epoch + 1, 0)
+        if stop.requested:
+            raise Cancelled(f"{phase.name}: stopped after epoch {epoch + 1}")
+    model.eval()
+    return model
+
+
+def _progress(
+    emit: Emitter, phase: Phase, epoch: int, done: int, total: int, done_at_start: int, elapsed: float
+) -> None:
+    """ETA from this process's own pace (steps done since it started), so a resumed run estimates honestly."""
+    fresh = done - done_at_start
+    eta = elapsed / fresh * (total - done) if fresh > 0 else None
+    steps_per_epoch = total // phase.epochs
+    emit(
+        "progress",
+        phase=phase.name,
+        epoch=min(epoch + 1, phase.epochs),
+        epochs=phase.epochs,
+        step=done,
+        steps=total,
+        fraction=round(done / total, 4),
+        eta_seconds=None if eta is None else round(eta, 1),
+        step_in_epoch=done - epoch * steps_per_epoch,
+    )
