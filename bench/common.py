@@ -49,10 +49,7 @@ def split_dataset(name: str, *, test_fraction: float = 0.3, seed: int = 1234) ->
     x, y = data.x.numpy(), data.y.numpy()
     rng = np.random.default_rng(seed)
     test = np.concatenate(
-        [
-            rng.permutation(np.flatnonzero(y == c))[: round(test_fraction * (y == c).sum())]
-            for c in np.unique(y)
-        ]
+        [rng.permutation(np.flatnonzero(y == c))[: round(test_fraction * (y == c).sum())] for c in np.unique(y)]
     )
     mask = np.zeros(len(y), bool)
     mask[test] = True
@@ -86,9 +83,7 @@ def train_teacher(
     data = np.load(transfer)
     x, y = torch.from_numpy(data["x"]).float(), torch.from_numpy(data["y"]).long()
     torch.manual_seed(seed)
-    model = build_model(
-        ArchitectureSpec(**arch), input_shape=tuple(x.shape[1:]), num_classes=int(y.max()) + 1
-    )
+    model = build_model(ArchitectureSpec(**arch), input_shape=tuple(x.shape[1:]), num_classes=int(y.max()) + 1)
     if out.exists():
         return out, arch
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -93,7 +93,10 @@ def main() -> None:
     num_classes = int(data["y"].max()) + 1
     input_shape = tuple(data["x"].shape[1:])
     teacher = load_teacher(
-        str(teacher_path), format=None, architecture=ArchitectureSpec(**arch), input_shape=input_shape,
+        str(teacher_path),
+        format=None,
+        architecture=ArchitectureSpec(**arch),
+        input_shape=input_shape,
         num_classes=num_classes,
     )
     student_params = count_parameters(build_model(STUDENT, input_shape=input_shape, num_classes=num_classes))

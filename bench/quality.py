@@ -122,7 +122,10 @@ def table_sweep(rows: list[dict[str, Any]]) -> str:
         group = [r for r in rows if r["setting"] == setting]
         ts = sorted({r["temperature"] for r in group})
         lams = sorted({r["lambda"] for r in group})
-        lines += [f"\n{setting} (mnist, distilled top-1 %, mean over seeds)\n", "| T \\ λ | " + " | ".join(map(str, lams)) + " |"]
+        lines += [
+            f"\n{setting} (mnist, distilled top-1 %, mean over seeds)\n",
+            "| T \\ λ | " + " | ".join(map(str, lams)) + " |",
+        ]
         lines.append("|---" * (len(lams) + 1) + "|")
         for t in ts:
             cells = [
@@ -142,8 +145,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     groups = [(d, s) for d in dict.fromkeys(r["dataset"] for r in rows) for s in ("labeled", "few-labels")]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.27
-    for i, (key, label) in enumerate([("teacher_top1", "teacher"), ("alone_top1", "student alone"),
-                                      ("distilled_top1", "distilled")]):
+    for i, (key, label) in enumerate(
+        [("teacher_top1", "teacher"), ("alone_top1", "student alone"), ("distilled_top1", "distilled")]
+    ):
         means = [100 * statistics.mean(r[key] for r in rows if (r["dataset"], r["setting"]) == g) for g in groups]
         ax.bar([j + (i - 1) * width for j in range(len(groups))], means, width, label=label)
     ax.set_xticks(range(len(groups)), [f"{d}\n{s}" for d, s in groups])
@@ -170,7 +174,9 @@ def main() -> None:
     else:
         rows = defaults(args.seeds or [0, 1, 2], args.datasets)
         text = table_defaults(rows)
-        write_result("quality", {"rows": rows, "table": text, "temperature": DEFAULT_TEMPERATURE, "lambda": DEFAULT_LAMBDA})
+        write_result(
+            "quality", {"rows": rows, "table": text, "temperature": DEFAULT_TEMPERATURE, "lambda": DEFAULT_LAMBDA}
+        )
         plot(rows, RESULTS / "quality.png")
     print(text)
 

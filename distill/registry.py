@@ -87,8 +87,6 @@ class Registry(Generic[T]):
         out = []
         for name in self.names():
             entry = self._entries[name]
-            params = {
-                k: ("<required>" if v is inspect.Parameter.empty else v) for k, v in entry.params().items()
-            }
+            params = {k: ("<required>" if v is inspect.Parameter.empty else v) for k, v in entry.params().items()}
             out.append({"name": name, "description": entry.description, "params": params})
         return out

@@ -150,6 +150,8 @@ def train(
         values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
         values["train/lr"] = scheduler.get_last_lr()[0]
         values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
+        if phase.name != "train":  # e.g. "baseline/val/top1", so its series never mix with the student's
+            values = {f"{phase.name}/{k}": v for k, v in values.items()}
         step = (epoch + 1) * steps_per_epoch
         phase.history.extend({"name": k, "step": step, "epoch": epoch + 1, "value": v} for k, v in values.items())
         emit("metrics", phase=phase.name, step=step, epoch=epoch + 1, values=values)

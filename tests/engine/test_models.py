@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -126,21 +128,18 @@ def test_a_huge_student_is_refused_before_any_memory_is_used() -> None:
 
 def test_resnet_parameter_counts_match_repdistiller() -> None:
     # RepDistiller's CIFAR-100 (3×32×32, 100 classes) counts; the adaptive pool adds no parameters.
-    def params(name: str) -> int:
-        model = build_model(ArchitectureSpec(name=name), input_shape=(3, 32, 32), num_classes=100)
-        return count_parameters(model)
+    # Built on the meta device: the counts are the same and nothing is allocated or run.
+    def params(name: str, **kwargs: Any) -> int:
+        with torch.device("meta"):
+            return count_parameters(STUDENTS.create(name, input_shape=(3, 32, 32), num_classes=100, **kwargs))
 
-    assert params("resnet8") < params("resnet20") < params("resnet56") < params("resnet8x4") < params("resnet32x4")
-    assert round(params("resnet32x4") / 1e6, 2) == 7.43
-    assert round(params("resnet8x4") / 1e6, 2) == 1.23
-    assert round(params("resnet56") / 1e6, 2) == 0.86
-    assert params("resnet20") == params("resnet")  # resnet's defaults are resnet20
-    generic = build_model(
-        ArchitectureSpec(name="resnet", kwargs={"depth": 8, "width": 64, "stem_width": 32}),
-        input_shape=(3, 32, 32),
-        num_classes=100,
-    )
-    assert count_parameters(generic) == params("resnet8x4")
+    counts = {name: params(name) for name in ("resnet8", "resnet20", "resnet56", "resnet8x4", "resnet32x4")}
+    assert list(counts.values()) == sorted(counts.values())
+    assert round(counts["resnet32x4"] / 1e6, 2) == 7.43
+    assert round(counts["resnet8x4"] / 1e6, 2) == 1.23
+    assert round(counts["resnet56"] / 1e6, 2) == 0.86
+    assert params("resnet") == counts["resnet20"]  # resnet's defaults are resnet20
+    assert params("resnet", depth=8, width=64, stem_width=32) == counts["resnet8x4"]
 
 
 def test_count_parameters_can_skip_frozen_ones() -> None:
