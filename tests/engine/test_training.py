@@ -129,3 +129,52 @@ def test_progress_and_metrics_events(files: dict[str, Path], tmp_path: Path) -> 
     result = events.of_type("result")[0]
     names = {a["name"] for a in result["artifacts"]}
     assert {"student.safetensors", "student.pt", "student.onnx", "config.json", "report.json"} <= names
+
+
+def test_unlabeled_transfer_set_trains_on_the_soft_term_alone(files: dict[str, Path], tmp_path: Path) -> None:
+    data = np.load(files["train"])
+    np.savez(tmp_path / "unlabeled.npz", x=data["x"])
+    events = ListEmitter()
+    config = job_config(
+        files,
+        dataset={"train": str(tmp_path / "unlabeled.npz")},
+        knowledge={"lambda": 0.0},
+        training={"epochs": 8, "schedule": "constant"},
+    )
+    report = run_job(config, out_dir=tmp_path / "out", emit=events)
+    last = events.of_type("metrics")[-1]["values"]
+    assert "train/soft" in last and "train/hard" not in last
+    assert report["data"]["train_labeled"] == 0 and report["student"]["top1"] > 0.5  # labeled validation set
+    assert report["student"]["agreement"] > 0.5
+
+
+def test_without_any_labels_agreement_is_the_quality_measure(files: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("train", "val"):
+        np.savez(tmp_path / f"{name}.npz", x=np.load(files[name])["x"])
+    config = job_config(
+        files,
+        dataset={"train": str(tmp_path / "train.npz"), "validation": str(tmp_path / "val.npz")},
+        knowledge={"lambda": 0.0},
+        training={"epochs": 8, "schedule": "constant"},
+    )
+    report = run_job(config, out_dir=tmp_path / "out")
+    assert "top1" not in report["student"] and "top1" not in report["teacher"]
+    assert report["student"]["agreement"] > 0.5 and report["data"]["num_classes"] == 10
+
+
+def test_baseline_is_trained_on_the_labeled_examples_with_the_same_step_budget(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    data = np.load(files["train"])
+    y = data["y"].copy()
+    y[100:] = -1  # 100 of 400 labeled
+    np.savez(tmp_path / "few.npz", x=data["x"], y=y)
+    events = ListEmitter()
+    report = run_job(
+        job_config(files, dataset={"train": str(tmp_path / "few.npz")}, baseline=True),
+        out_dir=tmp_path / "out",
+        emit=events,
+    )
+    steps = {p["phase"]: p["steps"] for p in events.of_type("progress")}
+    assert steps["train"] == 3 * 13 and steps["baseline"] == 10 * 4  # 13 steps × 3 epochs ≈ 4 steps × 10 epochs
+    assert report["baseline"]["top1"] > 0.3 and "distillation_gain_top1" in report

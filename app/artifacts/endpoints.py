@@ -1,0 +1,63 @@
+"""HTTP for /v1/jobs/{id}/artifacts: list, and download with Range support (a FileResponse streams from disk)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from app.artifacts import service
+from app.artifacts.schemas import ArtifactRead
+from app.dependencies import SessionDep, SettingsDep, TenantDep
+from app.errors_doc import error_responses
+
+router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
+
+MEDIA_TYPES = {
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+    "png": "image/png",
+    "onnx": "application/octet-stream",
+}
+
+
+@router.get("", response_model=list[ArtifactRead], responses=error_responses(404), summary="List a job's artifacts")
+def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> list[ArtifactRead]:
+    return [ArtifactRead.model_validate(a) for a in service.list_artifacts(session, tenant=tenant, job_id=job_id)]
+
+
+@router.get(
+    "/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        206: {"description": "The byte range asked for with `Range: bytes=a-b`"},
+        304: {"description": "If-None-Match matched the ETag (the sha256)"},
+        **error_responses(404),
+    },
+    summary="Download an artifact (Range requests work; ETag = sha256)",
+)
+def download_artifact(
+    job_id: str, name: str, request: Request, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+) -> Response:
+    artifact, path = service.locate_artifact(session, tenant=tenant, settings=settings, job_id=job_id, name=name)
+    etag = f'"{artifact.sha256}"'
+    if etag in _etags(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers={"ETag": etag})
+    # FileResponse streams the file in chunks and answers Range / If-Range itself (206, Content-Range, 416);
+    # our ETag replaces its mtime-based one, so If-Range compares content hashes.
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES.get(artifact.format, "application/octet-stream"),
+        headers={
+            "ETag": etag,
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(artifact.name)}",
+        },
+    )
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}

@@ -1,0 +1,34 @@
+"""The error envelope as an OpenAPI schema, so /docs shows what every non-2xx body looks like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, invalid_request, idempotency_conflict.")
+    message: str = Field(description="What went wrong and, where possible, how to fix it.")
+    param: str | None = Field(None, description="The offending field as a dotted path, e.g. knowledge.temperature.")
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+_DESCRIPTIONS = {
+    404: "Not found (or owned by another tenant)",
+    409: "Conflict with the object's current state",
+    413: "The upload is larger than the limit",
+    415: "Not a multipart/form-data body",
+    422: "Invalid request: `param` names the field",
+    503: "A dependency is down",
+}
+
+
+def error_responses(*status_codes: int, validation: bool = True) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status documented with the envelope. 422 is included unless
+    `validation=False` (a route without parameters), replacing FastAPI's own HTTPValidationError schema."""
+    codes = sorted({*status_codes, 422} if validation else set(status_codes))
+    return {code: {"model": ErrorEnvelope, "description": _DESCRIPTIONS.get(code, "Error")} for code in codes}

@@ -1,0 +1,81 @@
+"""HTTP for /v1/files: parse, call the service, shape the response. No rules here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.dependencies import SessionDep, SettingsDep, TenantDep
+from app.errors_doc import error_responses
+from app.files import service
+from app.files.schemas import FileList, FileRead
+from app.files.upload import receive_upload
+from app.models import FilePurpose
+from app.pagination import DEFAULT_LIMIT, AfterQuery, LimitQuery
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+# The body is parsed by hand (streamed to disk, see upload.py), so the form is described for /docs here.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The file's bytes."},
+                        "purpose": {"type": "string", "enum": ["teacher", "dataset"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileRead,
+    openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(413, 415, 422),
+    summary="Upload a teacher checkpoint or a dataset",
+)
+async def upload_file(request: Request, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> FileRead:
+    upload = await receive_upload(request, dest=settings.upload_dir, max_bytes=settings.max_upload_bytes)
+    # Format detection reads the file (and may import torch/onnx): keep it off the event loop.
+    file = await run_in_threadpool(service.create_file, session, tenant=tenant, settings=settings, upload=upload)
+    return FileRead.model_validate(file)
+
+
+@router.get("", response_model=FileList, responses=error_responses(422), summary="List files, newest first")
+def list_files(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    after: AfterQuery = None,
+    purpose: Annotated[FilePurpose | None, Query(description="Only files of this purpose.")] = None,
+) -> FileList:
+    files, has_more = service.list_files(session, tenant=tenant, limit=limit, after=after, purpose=purpose)
+    return FileList(data=[FileRead.model_validate(f) for f in files], has_more=has_more)
+
+
+@router.get("/{file_id}", response_model=FileRead, responses=error_responses(404), summary="Get a file")
+def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileRead:
+    return FileRead.model_validate(service.get_file(session, tenant=tenant, file_id=file_id))
+
+
+@router.delete(
+    "/{file_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(404, 409),
+    summary="Delete a file (refused while an unfinished job uses it)",
+)
+def delete_file(file_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
+    service.delete_file(session, tenant=tenant, settings=settings, file_id=file_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,44 @@
+"""All SQL on `files`. Every query is scoped to one tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import File
+
+
+def get(session: Session, *, tenant: str, file_id: str) -> File | None:
+    return session.scalars(select(File).where(File.tenant_id == tenant, File.id == file_id)).one_or_none()
+
+
+def get_many(session: Session, *, tenant: str, file_ids: set[str]) -> dict[str, File]:
+    if not file_ids:
+        return {}
+    rows = session.scalars(select(File).where(File.tenant_id == tenant, File.id.in_(file_ids)))
+    return {row.id: row for row in rows}
+
+
+def list_page(
+    session: Session, *, tenant: str, limit: int, after: str | None, purpose: str | None = None
+) -> Sequence[File]:
+    """Newest first; `limit + 1` rows so the caller can tell whether there is more."""
+    query = select(File).where(File.tenant_id == tenant)
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    if after is not None:
+        query = query.where(File.id < after)
+    return session.scalars(query.order_by(File.id.desc()).limit(limit + 1)).all()
+
+
+def add(session: Session, file: File) -> File:
+    session.add(file)
+    session.flush()
+    return file
+
+
+def delete(session: Session, file: File) -> None:
+    session.delete(file)
+    session.flush()

@@ -1,0 +1,117 @@
+"""HTTP for /v1/jobs: parse, call the service, shape the response. No rules here."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi import status as http
+
+from app.dependencies import QueueDep, SessionDep, SettingsDep, TenantDep
+from app.errors_doc import error_responses
+from app.jobs import service
+from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
+from app.models import JobStatus
+from app.pagination import DEFAULT_LIMIT, AfterQuery, LimitQuery
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retry-safe submission: the same key and body return the first job (200) instead of a new one.",
+    ),
+]
+IdCursor = Annotated[int | None, Query(ge=0, description="Cursor: the last id already seen; only newer rows.")]
+SeriesLimit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
+
+
+@router.post(
+    "",
+    status_code=http.HTTP_201_CREATED,
+    response_model=JobRead,
+    responses={
+        200: {"model": JobRead, "description": "Replay: this Idempotency-Key and body already created the job"},
+        **error_responses(409, 422),
+    },
+    summary="Submit a distillation job",
+)
+def create_job(
+    spec: JobCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobRead:
+    job, created = service.create_job(
+        session, tenant=tenant, settings=settings, queue=queue, spec=spec, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = http.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobRead.model_validate(job)
+
+
+@router.get("", response_model=JobList, responses=error_responses(422), summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    after: AfterQuery = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+) -> JobList:
+    jobs, has_more = service.list_jobs(session, tenant=tenant, limit=limit, after=after, status=status)
+    return JobList(data=[JobRead.model_validate(job) for job in jobs], has_more=has_more)
+
+
+@router.get("/{job_id}", response_model=JobRead, responses=error_responses(404), summary="Get a job")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    return JobRead.model_validate(service.get_job(session, tenant=tenant, job_id=job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    responses=error_responses(404, 409),
+    summary="Cancel a job (queued: at once; running: the worker stops it and sets 'cancelled')",
+)
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    return JobRead.model_validate(service.cancel_job(session, tenant=tenant, job_id=job_id))
+
+
+@router.get(
+    "/{job_id}/events", response_model=EventList, responses=error_responses(404, 422), summary="The job's event log"
+)
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: IdCursor = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+) -> EventList:
+    events, has_more = service.list_events(session, tenant=tenant, job_id=job_id, after=after, limit=limit)
+    return EventList(data=[EventRead.model_validate(e) for e in events], has_more=has_more)
+
+
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricList,
+    responses=error_responses(404, 422),
+    summary="The job's training curves: one row per (name, step)",
+)
+def list_metrics(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    name: Annotated[str | None, Query(max_length=128, description="Only this series, e.g. val/top1.")] = None,
+    after: IdCursor = None,
+    limit: SeriesLimit = 1000,
+) -> MetricList:
+    metrics, has_more = service.list_metrics(session, tenant=tenant, job_id=job_id, name=name, after=after, limit=limit)
+    return MetricList(data=[MetricRead.model_validate(m) for m in metrics], has_more=has_more)

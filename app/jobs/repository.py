@@ -1,0 +1,93 @@
+"""All SQL on `jobs`, `job_events` and `job_metrics`. Every job query is scoped to one tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.models import ACTIVE_STATUSES, Job, JobEvent, JobMetric
+
+
+def get(session: Session, *, tenant: str, job_id: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.tenant_id == tenant, Job.id == job_id)).one_or_none()
+
+
+def get_by_idempotency_key(session: Session, *, tenant: str, key: str) -> Job | None:
+    query = select(Job).where(Job.tenant_id == tenant, Job.idempotency_key == key)
+    return session.scalars(query).one_or_none()
+
+
+def list_page(session: Session, *, tenant: str, limit: int, after: str | None, status: str | None) -> Sequence[Job]:
+    """Newest first; `limit + 1` rows so the caller can tell whether there is more."""
+    query = select(Job).where(Job.tenant_id == tenant)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        query = query.where(Job.id < after)
+    return session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
+
+
+def list_active(session: Session, *, tenant: str) -> Sequence[Job]:
+    return session.scalars(select(Job).where(Job.tenant_id == tenant, Job.status.in_(ACTIVE_STATUSES))).all()
+
+
+def add(session: Session, job: Job) -> Job:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def transition(session: Session, job: Job, *, from_status: str, **values: Any) -> bool:
+    """`UPDATE jobs SET … WHERE id = … AND status = from_status`: False if someone (the worker) moved it first.
+
+    The worker claims with the same kind of conditional UPDATE, so a cancel and a claim never both win.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == from_status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def add_event(
+    session: Session, *, job_id: str, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None
+) -> JobEvent:
+    event = JobEvent(job_id=job_id, type=type, message=message, level=level, data=data or {})
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(session: Session, *, job_id: str, after: int | None, limit: int) -> Sequence[JobEvent]:
+    """Oldest first (a log); `limit + 1` rows."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    return session.scalars(query.order_by(JobEvent.id).limit(limit + 1)).all()
+
+
+def add_metric(
+    session: Session, *, job_id: str, name: str, step: int, value: float, epoch: int | None = None
+) -> JobMetric:
+    metric = JobMetric(job_id=job_id, name=name, step=step, epoch=epoch, value=value)
+    session.add(metric)
+    session.flush()
+    return metric
+
+
+def list_metrics(
+    session: Session, *, job_id: str, name: str | None, after: int | None, limit: int
+) -> Sequence[JobMetric]:
+    """In recording order (id); `limit + 1` rows."""
+    query = select(JobMetric).where(JobMetric.job_id == job_id)
+    if name is not None:
+        query = query.where(JobMetric.name == name)
+    if after is not None:
+        query = query.where(JobMetric.id > after)
+    return session.scalars(query.order_by(JobMetric.id).limit(limit + 1)).all()

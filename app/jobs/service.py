@@ -1,0 +1,140 @@
+"""Rules for jobs: submission (validation, idempotency, enqueue after commit), reads, cancellation.
+
+Never commits: the request's session dependency does, and the Celery message is an after-commit callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import after_commit
+from app.errors import Conflict, NotFound
+from app.jobs import repository
+from app.jobs.schemas import JobCreate
+from app.jobs.validation import validate_job
+from app.models import FINISHED_STATUSES, Job, JobEvent, JobMetric, utcnow
+from app.pagination import split_page
+from app.queue import JobQueue
+from app.settings import Settings
+
+IDEMPOTENCY_PARAM = "Idempotency-Key"
+
+
+def request_hash(spec: JobCreate) -> str:
+    """Hash of the normalised body: the same job written with or without its defaults hashes the same."""
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(
+    session: Session,
+    *,
+    tenant: str,
+    settings: Settings,
+    queue: JobQueue,
+    spec: JobCreate,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """(job, created). A repeated Idempotency-Key with the same body returns the first job (created=False)."""
+    digest = request_hash(spec)
+    if idempotency_key is not None:
+        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+
+    validate_job(session, tenant=tenant, settings=settings, spec=spec)
+
+    job = Job(
+        tenant_id=tenant,
+        status="queued",
+        spec=spec.model_dump(mode="json", by_alias=True),
+        progress={},
+        metrics={},
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    try:
+        with session.begin_nested():  # a savepoint: losing the race below must not undo the whole request
+            repository.add(session, job)
+    except IntegrityError:
+        # Another request with the same key committed between our lookup and our insert.
+        assert idempotency_key is not None
+        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    repository.add_event(session, job_id=job.id, type="queued", message="job accepted and queued")
+    # The worker must find a committed row when the message arrives, hence after commit. If the send
+    # fails, dispatched_at stays NULL and the worker's reconciler re-sends it.
+    job_id = job.id
+    after_commit(session, lambda: queue.send_run_job(job_id))
+    return job, True
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.request_hash != digest:
+        raise Conflict(
+            f"Idempotency-Key was already used for job {existing.id} with a different body; "
+            "use a new key for a different job",
+            code="idempotency_conflict",
+            param=IDEMPOTENCY_PARAM,
+        )
+    return existing
+
+
+def get_job(session: Session, *, tenant: str, job_id: str) -> Job:
+    job = repository.get(session, tenant=tenant, job_id=job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def list_jobs(
+    session: Session, *, tenant: str, limit: int, after: str | None, status: str | None
+) -> tuple[list[Job], bool]:
+    return split_page(repository.list_page(session, tenant=tenant, limit=limit, after=after, status=status), limit)
+
+
+def cancel_job(session: Session, *, tenant: str, job_id: str) -> Job:
+    """queued → cancelled at once (the worker only claims 'queued' jobs, so it never starts);
+    running → cancelling (the supervisor sees cancel_requested, stops the child, and sets cancelled);
+    cancelling → unchanged; finished → 409."""
+    job = get_job(session, tenant=tenant, job_id=job_id)
+    now = utcnow()
+    if job.status == "queued" and repository.transition(
+        session, job, from_status="queued", status="cancelled", cancel_requested=True, finished_at=now, updated_at=now
+    ):
+        repository.add_event(session, job_id=job.id, type="cancelled", message="cancelled before it started")
+        return job
+    # Not queued any more (or a worker claimed it a moment ago): ask the running job to stop.
+    if job.status == "running" and repository.transition(
+        session, job, from_status="running", status="cancelling", cancel_requested=True, updated_at=now
+    ):
+        repository.add_event(session, job_id=job.id, type="cancel_requested", message="cancel requested")
+        return job
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(
+            f"job {job.id} is already {job.status}; only a queued or running job can be cancelled",
+            code="job_not_cancellable",
+        )
+    return job  # cancelling already: cancelling twice is not an error
+
+
+def list_events(
+    session: Session, *, tenant: str, job_id: str, after: int | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    get_job(session, tenant=tenant, job_id=job_id)
+    return split_page(repository.list_events(session, job_id=job_id, after=after, limit=limit), limit)
+
+
+def list_metrics(
+    session: Session, *, tenant: str, job_id: str, name: str | None, after: int | None, limit: int
+) -> tuple[list[JobMetric], bool]:
+    get_job(session, tenant=tenant, job_id=job_id)
+    rows: Sequence[JobMetric] = repository.list_metrics(session, job_id=job_id, name=name, after=after, limit=limit)
+    return split_page(rows, limit)

@@ -1,0 +1,67 @@
+"""The application factory: `uvicorn --factory app.main:create_app`, or `distillery serve`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.artifacts.endpoints import router as artifacts_router
+from app.db import SessionFactory, make_engine, make_sessionmaker
+from app.error_handlers import register_error_handlers
+from app.files.endpoints import router as files_router
+from app.jobs.endpoints import router as jobs_router
+from app.migrate import upgrade_to_head
+from app.ops.endpoints import router as ops_router
+from app.ops.observability import HttpMetricsMiddleware, make_registry
+from app.queue import CeleryJobQueue, JobQueue
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Knowledge distillation as a service: upload a teacher and a dataset, submit a job, download the
+student.
+
+Every error is `{"error": {"code", "message", "param"}}`; `param` names the offending field."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    session_factory: SessionFactory | None = None,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass a session factory bound to a rolled-back transaction and a recording queue."""
+    settings = settings or get_settings()
+    if session_factory is None:
+        session_factory = make_sessionmaker(make_engine(settings.database_url))
+    resolved_factory: SessionFactory = session_factory
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        if settings.database_url.startswith("sqlite"):
+            # Embedded mode: the first `make run` must work with no separate migrate step. Postgres
+            # deployments run `distillery migrate` once per release instead of on every replica's start.
+            upgrade_to_head(settings.database_url)
+        yield
+
+    app = FastAPI(
+        title="Distillery",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessionmaker = resolved_factory
+    app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
+    registry, http_histogram = make_registry(resolved_factory)
+    app.state.metrics_registry = registry
+
+    register_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware, histogram=http_histogram)
+    for router in (files_router, jobs_router, artifacts_router, ops_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,77 @@
+"""The one settings object of the service and the worker (env prefix `DISTILLERY_`).
+
+Defaults describe the embedded mode of DESIGN §4: a SQLite file, a broker that needs no Redis and local
+folders under ./var, so `make run` works on a machine with nothing else installed. Production sets
+`DISTILLERY_DATABASE_URL=postgresql+psycopg://…` and `DISTILLERY_BROKER_URL=redis://…`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", env_file=None, extra="ignore")
+
+    database_url: str = "sqlite:///./var/distillery.db"
+    # kombu's filesystem transport: a folder of message files, so the embedded mode needs no Redis. The
+    # folders come from `broker_dir` (see `broker_transport_options`).
+    broker_url: str = "filesystem://"
+    broker_dir: Path = Path("./var/broker")
+    artifact_dir: Path = Path("./var/artifacts")
+    upload_dir: Path = Path("./var/files")
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    lease_seconds: int = Field(default=60, gt=0)
+    heartbeat_seconds: int = Field(default=10, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    train_queue: str = "train"
+    device: str = "auto"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    default_tenant: str = "local"
+    # How long /readyz and the enqueue call wait for the broker before calling it down.
+    broker_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Transport options for Celery/kombu: the message folders of the filesystem transport, else none.
+
+        Both the API's Celery client and the worker must pass these, or they would not share a queue.
+        """
+        if not self.broker_url.startswith("filesystem://"):
+            return {}
+        folder = str(self.broker_dir / "messages")
+        return {
+            "data_folder_in": folder,
+            "data_folder_out": folder,
+            "control_folder": str(self.broker_dir / "control"),
+            "processed_folder": str(self.broker_dir / "processed"),
+            "store_processed": False,
+        }
+
+    def ensure_dirs(self) -> None:
+        """Create the local folders the embedded mode writes to (idempotent)."""
+        for folder in (self.upload_dir, self.artifact_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        for key, value in self.broker_transport_options().items():
+            if key.endswith("folder") or key.startswith("data_folder"):
+                Path(value).mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///") and not self.database_url.endswith(":memory:"):
+            Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    def upload_path(self, storage_path: str) -> Path:
+        """Where an uploaded file's `storage_path` lives on disk (relative paths are under upload_dir)."""
+        return self.upload_dir / storage_path
+
+    def artifact_path(self, storage_path: str) -> Path:
+        """Where an artifact's `storage_path` lives on disk (relative paths are under artifact_dir)."""
+        return self.artifact_dir / storage_path
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
