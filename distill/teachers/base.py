@@ -133,7 +133,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise UserError(f"unknown device {device!r}: {one_line(exc)}", code="invalid_device", param="device") from None
+        raise UserError(
+            f"unknown device {device!r}: {one_line(exc)}", code="invalid_device", param="training.device"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but CUDA is not available here.", code="invalid_device")
+        raise UserError(
+            "device 'cuda' was asked for but CUDA is not available here.",
+            code="invalid_device",
+            param="training.device",
+        )
     return resolved

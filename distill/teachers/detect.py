@@ -79,9 +79,10 @@ def _is_safetensors(path: str, head: bytes, size: int) -> bool:
     try:
         header = json.loads(raw)
     except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deep enough to exhaust the stack
-        return False
+        # A plausible length followed by '{' is safetensors' signature: no other format we read starts so.
+        raise _truncated_safetensors("its header is not valid JSON") from None
     if not isinstance(header, dict):
-        return False
+        raise _truncated_safetensors("its header is not a JSON object")
     data_len = size - 8 - header_len
     for name, info in header.items():
         if name == "__metadata__":
@@ -109,7 +110,9 @@ def _zip_format(path: str) -> TeacherFormat:
             names = archive.namelist()
     except Exception as exc:  # BadZipFile, NotImplementedError for odd zip versions, ...: any bytes reach here
         raise UserError(
-            f"the teacher checkpoint is a damaged zip archive ({exc}).", code="corrupt_checkpoint", param="teacher"
+            f"the teacher checkpoint is a damaged or truncated zip archive ({exc}).",
+            code="corrupt_checkpoint",
+            param="teacher",
         ) from None
     leaves = {name.split("/", 1)[-1] for name in names}  # drop the archive's top-level folder
     if "constants.pkl" in leaves or any(leaf.startswith("code/") for leaf in leaves):
