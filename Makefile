@@ -18,6 +18,11 @@ test: $(STAMP)
 	$(BIN)/mypy app worker distill
 	$(BIN)/pytest
 
+# The API and one worker in the foreground (migrates first). Embedded mode by default: SQLite, a filesystem
+# broker and ./var; set DISTILLERY_DATABASE_URL / DISTILLERY_BROKER_URL for Postgres / Redis. Ctrl-C stops both.
+run: $(STAMP)
+	$(BIN)/python -m worker.launch
+
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

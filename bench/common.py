@@ -79,7 +79,8 @@ def train_teacher(
 ) -> tuple[Path, dict[str, Any]]:
     """A large MLP teacher trained with plain PyTorch; saved as safetensors + its architecture."""
     arch = {"name": "mlp", "kwargs": {"hidden": hidden, "dropout": dropout}}
-    out = transfer.with_name(transfer.stem + f"-teacher-{'x'.join(map(str, hidden))}-s{seed}.safetensors")
+    name = f"-teacher-{'x'.join(map(str, hidden))}-d{dropout:g}-e{epochs}-s{seed}.safetensors"
+    out = transfer.with_name(transfer.stem + name)
     data = np.load(transfer)
     x, y = torch.from_numpy(data["x"]).float(), torch.from_numpy(data["y"]).long()
     torch.manual_seed(seed)

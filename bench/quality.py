@@ -85,15 +85,18 @@ def defaults(seeds: list[int], datasets: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def sweep(seeds: list[int], temperatures: list[float], lambdas: list[float]) -> list[dict[str, Any]]:
+def sweep(
+    seeds: list[int], datasets: list[str], temperatures: list[float], lambdas: list[float]
+) -> list[dict[str, Any]]:
     rows = []
-    for setting in ("labeled", "few-labels"):
-        for t in temperatures:
-            for lam in lambdas:
-                for seed in seeds:
-                    row = one_run("mnist", setting, seed=seed, temperature=t, lambda_=lam, baseline=False)
-                    print(f"sweep {setting} T={t} λ={lam} seed {seed}: {row['distilled_top1']:.4f}", flush=True)
-                    rows.append(row)
+    for dataset in datasets:
+        for setting in ("labeled", "few-labels"):
+            for t in temperatures:
+                for lam in lambdas:
+                    for seed in seeds:
+                        row = one_run(dataset, setting, seed=seed, temperature=t, lambda_=lam, baseline=False)
+                        print(f"{dataset} {setting} T={t} λ={lam} seed {seed}: {row['distilled_top1']:.4f}", flush=True)
+                        rows.append(row)
     return rows
 
 
@@ -165,12 +168,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0, 20.0])
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.5, 1.0])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.sweep:
-        rows = sweep(args.seeds or [0, 1], [1.0, 2.0, 4.0, 8.0, 20.0], [0.1, 0.5, 1.0])
+        rows = sweep(args.seeds or [0, 1], args.datasets, args.temperatures, args.lambdas)
         text = table_sweep(rows)
-        write_result("quality_sweep", {"rows": rows, "table": text})
+        write_result("quality_sweep_" + "_".join(args.datasets), {"rows": rows, "table": text})
     else:
         rows = defaults(args.seeds or [0, 1, 2], args.datasets)
         text = table_defaults(rows)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -89,7 +90,7 @@ def _archs(*, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    emit: Emitter = JsonLinesEmitter(sys.stdout)
+    emit: Emitter = JsonLinesEmitter(_claim_stdout_for_events())
     bar = ProgressBar.maybe(args.progress)
     if bar is not None:
         emit = bar.wrap(emit)
@@ -114,6 +115,16 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+
+
+def _claim_stdout_for_events() -> TextIO:
+    """Keep the real stdout for events only; anything else that prints (onnxruntime's native notices, a
+    library's print) is sent to stderr, so the worker never has to guess which stdout lines are events."""
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
 
 
 def load_job_file(path: Path) -> JobConfig:

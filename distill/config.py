@@ -89,6 +89,9 @@ class TrainingSpec(Spec):
     step_size: int = Field(30, ge=1, description="Epochs between decays for the step schedule.")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="Decay factor for the step schedule.")
     grad_clip: float | None = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
+    eval_every: int = Field(
+        1, ge=1, description="Epochs between validations (the last epoch is always validated)."
+    )
     seed: int = Field(0, ge=0, description="Seed for weights, shuffling and augmentation: a CPU run repeats.")
     augment: Literal["none", "noise", "shift"] = Field(
         "none",

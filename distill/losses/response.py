@@ -67,11 +67,10 @@ class HardLabelLoss(nn.Module):
         logits = student.logits.float()  # (N, C)
         if target is None:
             return logits.sum() * 0.0
-        labeled = target >= 0  # (N,) bool
-        # Unlabeled rows get a dummy class 0 and are masked out below; no host sync on the label count.
-        ce = F.cross_entropy(logits, target.clamp(min=0), reduction="none")  # (N,)
-        ce = ce.where(labeled, ce.new_zeros(()))
-        return ce.sum() / labeled.sum().clamp(min=1)
+        # ignore_index skips the unlabeled rows inside the fused kernel; a sum over none of them is 0, not NaN,
+        # and dividing by the labeled count gives the mean over labeled rows (no host sync on the count).
+        ce = F.cross_entropy(logits, target, ignore_index=-1, reduction="sum")
+        return ce / (target >= 0).sum().clamp(min=1)
 
 
 @LOSSES.register("soft_target")

@@ -149,7 +149,8 @@ def train(
         model.eval()
         values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
         values["train/lr"] = scheduler.get_last_lr()[0]
-        values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
+        if (epoch + 1) % spec.eval_every == 0 or epoch + 1 == phase.epochs:
+            values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
         if phase.name != "train":  # e.g. "baseline/val/top1", so its series never mix with the student's
             values = {f"{phase.name}/{k}": v for k, v in values.items()}
         step = (epoch + 1) * steps_per_epoch

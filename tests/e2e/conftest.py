@@ -1,0 +1,124 @@
+"""End-to-end fixtures: real data and a real teacher, and the whole stack as separate processes.
+
+- `digits`: the 8x8 digits split into a train and a validation .npz, and an MLP teacher trained on the
+  train part here (a second or two), saved as safetensors — what a user would upload.
+- `pg_stack`: uvicorn + a Celery worker on Postgres (database `distillery_e2e`, recreated per session) and
+  Redis (db 13), with fast heartbeats and reconciler rounds so the tests stay short.
+The embedded stack (SQLite + the filesystem broker, started by `python -m worker.launch`) is built inside
+its own test, since starting it is what that test checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import POSTGRES_SERVER_URL, create_database, drop_database, require_service
+from tests.e2e.processes import Service, service_env, start_api, start_worker
+
+E2E_DATABASE = "distillery_e2e"
+E2E_REDIS_DB = 13
+TEACHER_ARCH: dict[str, Any] = {"name": "mlp", "kwargs": {"hidden": [64]}}
+
+
+@dataclass(frozen=True)
+class Digits:
+    teacher: Path  # safetensors of an mlp(hidden=[64]) for (1, 8, 8) inputs, 10 classes
+    train: Path  # npz x (N, 1, 8, 8) float32, y (N,) int64
+    validation: Path
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    import torch
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+
+    from distill.config import ArchitectureSpec
+    from distill.models import build_model
+
+    folder = tmp_path_factory.mktemp("digits")
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    train_idx, val_idx = order[:1400], order[1400:]
+    np.savez(folder / "train.npz", x=x[train_idx], y=y[train_idx])
+    np.savez(folder / "validation.npz", x=x[val_idx], y=y[val_idx])
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        teacher = build_model(ArchitectureSpec(**TEACHER_ARCH), input_shape=(1, 8, 8), num_classes=10)
+        optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+        xt, yt = torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx])
+        for _ in range(150):  # full-batch steps: ~97% validation accuracy in about a second
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(teacher(xt), yt).backward()
+            optimizer.step()
+    path = folder / "teacher.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in teacher.state_dict().items()}, str(path))
+    return Digits(path, folder / "train.npz", folder / "validation.npz", x[val_idx], y[val_idx])
+
+
+@dataclass
+class Stack:
+    api: Service
+    worker: Service
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def logs(self) -> str:
+        return f"--- api\n{self.api.output()}\n--- worker\n{self.worker.output()}"
+
+
+def stack_env(database_url: str, broker_url: str, root: Path) -> dict[str, str]:
+    return service_env(
+        database_url=database_url,
+        broker_url=broker_url,
+        artifact_dir=str(root / "artifacts"),
+        upload_dir=str(root / "files"),
+        broker_dir=str(root / "broker"),
+        device="cpu",
+        heartbeat_seconds="1",
+        lease_seconds="10",
+        reconcile_interval_seconds="1",
+        cancel_poll_seconds="0.2",
+    )
+
+
+@pytest.fixture(scope="module")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    import redis
+
+    from app.migrate import upgrade_to_head
+
+    require_service("postgres")
+    redis_url = require_service("redis").rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    drop_database(E2E_DATABASE)
+    create_database(E2E_DATABASE)
+    database_url = f"{POSTGRES_SERVER_URL}/{E2E_DATABASE}"
+    upgrade_to_head(database_url)  # what `distillery migrate` / the compose migrations service does
+
+    root = tmp_path_factory.mktemp("pg_stack")
+    env = stack_env(database_url, redis_url, root)
+    worker = start_worker(env, root / "logs")
+    try:
+        api = start_api(env, root / "logs")
+    except Exception:
+        worker.stop()
+        raise
+    stack = Stack(api, worker, env)
+    yield stack
+    api.stop()
+    assert worker.stop() == 0, stack.logs()

@@ -1,0 +1,1 @@
+"""The Distillery worker: a Celery app whose one task claims a job and supervises its training subprocess."""

@@ -1,0 +1,389 @@
+"""All the worker's SQL: claiming a job, syncing a running job, finishing it, and what the reconciler asks.
+
+Every write to a running job is *fenced* by (job id, worker id, attempt): a worker that lost its lease (it
+stalled past `lease_expires_at` and another worker took the job over) finds its UPDATE matching no row and
+stops, instead of overwriting the new owner's state. Times are passed in, never read from the database
+clock, so the same statements run on Postgres and SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Artifact, Job, JobEvent, JobMetric, UTCDateTime
+
+RUNNING = ("running", "cancelling")
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What the supervisor needs of the job it now owns."""
+
+    id: str
+    tenant_id: str
+    attempt: int
+    worker_id: str
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    cancel_requested: bool
+
+
+@dataclass
+class EventRow:
+    type: str
+    message: str = ""
+    level: str = "info"
+    data: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass
+class MetricRow:
+    name: str
+    step: int
+    epoch: int | None
+    value: float
+    created_at: datetime | None = None
+
+
+@dataclass
+class ArtifactRow:
+    name: str
+    bytes: int
+    sha256: str
+    format: str
+    storage_path: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    owned: bool  # False: the lease was lost (or the job vanished); stop without writing anything else
+    cancel_requested: bool
+
+
+def _ts(value: datetime) -> ColumnElement[datetime]:
+    return literal(value, type_=UTCDateTime())
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Queued, or running/cancelling under a lease that has expired (its worker died or stalled)."""
+    return or_(Job.status == "queued", and_(Job.status.in_(RUNNING), Job.lease_expires_at < now))
+
+
+def claim_job(
+    session: Session, *, job_id: str, worker_id: str, now: datetime, lease_seconds: float, max_attempts: int
+) -> ClaimedJob | None:
+    """Take the job with ONE conditional UPDATE; None if it is not claimable (a duplicate message, a live
+    lease, a finished job, or no attempts left). Commits."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _claimable(now), Job.attempt < max_attempts)
+        .values(
+            # queued -> running; a job taken over keeps its status (a cancelling one stays cancelling, so
+            # the new owner finishes the cancel instead of training).
+            status=func.coalesce(func.nullif(Job.status, "queued"), "running"),
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, _ts(now)),
+            updated_at=now,
+        )
+        .returning(Job.id, Job.tenant_id, Job.attempt, Job.spec, Job.metrics, Job.cancel_requested)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(stmt).one_or_none()
+    session.commit()
+    if row is None:
+        return None
+    return ClaimedJob(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        attempt=row.attempt,
+        worker_id=worker_id,
+        spec=row.spec,
+        metrics=dict(row.metrics or {}),
+        cancel_requested=bool(row.cancel_requested),
+    )
+
+
+def fail_if_exhausted(session: Session, *, job_id: str, now: datetime, max_attempts: int) -> bool:
+    """Fail a claimable job that has used all its attempts (a crash loop); True if it was. Commits.
+
+    One that was being cancelled is simply cancelled: that is what its user asked for."""
+    exhausted = and_(Job.id == job_id, _claimable(now), Job.attempt >= max_attempts)
+    cancel = (
+        update(Job)
+        .where(exhausted, Job.cancel_requested.is_(True))
+        .values(status="cancelled", finished_at=now, updated_at=now, lease_expires_at=None, worker_id=None)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(cancel).one_or_none() is not None:
+        _insert_events(session, job_id, [EventRow("cancelled", "the job was cancelled")], now)
+        session.commit()
+        return True
+    message = f"the job was started {max_attempts} times without finishing; giving up"
+    stmt = (
+        update(Job)
+        .where(exhausted)
+        .values(
+            status="failed",
+            error={"code": "too_many_attempts", "message": message, "param": None},
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            worker_id=None,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    failed = session.execute(stmt).one_or_none() is not None
+    if failed:
+        _insert_events(session, job_id, [EventRow("failed", message, "error", {"code": "too_many_attempts"})], now)
+    session.commit()
+    return failed
+
+
+def _fence(job: ClaimedJob) -> ColumnElement[bool]:
+    return and_(Job.id == job.id, Job.worker_id == job.worker_id, Job.attempt == job.attempt, Job.status.in_(RUNNING))
+
+
+def sync_running_job(
+    session: Session,
+    job: ClaimedJob,
+    *,
+    now: datetime,
+    progress: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    lease_until: datetime | None = None,
+    events: list[EventRow] | None = None,
+    metric_rows: list[MetricRow] | None = None,
+) -> SyncResult:
+    """One transaction: write what the run produced since the last call, renew the lease if asked, and
+    read the cancel flag. Nothing is written when the lease was lost. Commits."""
+    values: dict[str, Any] = {}
+    if progress is not None:
+        values["progress"] = progress
+    if metrics is not None:
+        values["metrics"] = metrics
+    if lease_until is not None:
+        values["lease_expires_at"] = lease_until
+    if values or events or metric_rows:
+        values["updated_at"] = now
+        stmt = (
+            update(Job)
+            .where(_fence(job))
+            .values(**values)
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        )
+        row = session.execute(stmt).one_or_none()
+    else:
+        row = session.execute(select(Job.cancel_requested).where(_fence(job))).one_or_none()
+    if row is None:
+        session.rollback()
+        return SyncResult(owned=False, cancel_requested=False)
+    _insert_events(session, job.id, events or [], now)
+    _insert_metrics(session, job.id, metric_rows or [], now)
+    session.commit()
+    return SyncResult(owned=True, cancel_requested=bool(row.cancel_requested))
+
+
+def finish_job(
+    session: Session,
+    job: ClaimedJob,
+    *,
+    now: datetime,
+    status: str,
+    error: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    artifacts: list[ArtifactRow] | None = None,
+    events: list[EventRow] | None = None,
+    metric_rows: list[MetricRow] | None = None,
+) -> bool:
+    """Set the final status and everything that goes with it in one transaction; False if the lease was
+    lost (the new owner decides). Commits."""
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_expires_at": None,
+    }
+    if progress is not None:
+        values["progress"] = progress
+    if metrics is not None:
+        values["metrics"] = metrics
+    stmt = update(Job).where(_fence(job)).values(**values).returning(Job.id)
+    if session.execute(stmt.execution_options(synchronize_session=False)).one_or_none() is None:
+        session.rollback()
+        return False
+    _insert_events(session, job.id, events or [], now)
+    _insert_metrics(session, job.id, metric_rows or [], now)
+    if artifacts:
+        # A previous attempt never gets this far (the rows are written with the final status), but a
+        # re-run of the same job directory must not trip over unique (job_id, name).
+        session.execute(delete(Artifact).where(Artifact.job_id == job.id))
+        session.execute(
+            insert(Artifact),
+            [
+                {
+                    "job_id": job.id,
+                    "tenant_id": job.tenant_id,
+                    "name": a.name,
+                    "bytes": a.bytes,
+                    "sha256": a.sha256,
+                    "format": a.format,
+                    "storage_path": a.storage_path,
+                    "created_at": now,
+                }
+                for a in artifacts
+            ],
+        )
+    session.commit()
+    return True
+
+
+def requeue_job(session: Session, job: ClaimedJob, *, now: datetime, events: list[EventRow]) -> bool:
+    """Give the job back (the worker is shutting down; its checkpoint is on disk). The attempt is not
+    counted against the job, and dispatched_at NULL makes the reconciler send it again. Commits."""
+    stmt = (
+        update(Job)
+        .where(_fence(job))
+        .values(
+            status="queued",
+            attempt=Job.attempt - 1,
+            worker_id=None,
+            lease_expires_at=None,
+            dispatched_at=None,
+            updated_at=now,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).one_or_none() is None:
+        session.rollback()
+        return False
+    _insert_events(session, job.id, events, now)
+    session.commit()
+    return True
+
+
+def _insert_events(session: Session, job_id: str, events: list[EventRow], now: datetime) -> None:
+    if events:
+        session.execute(
+            insert(JobEvent),
+            [
+                {
+                    "job_id": job_id,
+                    "created_at": e.created_at or now,
+                    "level": e.level,
+                    "type": e.type,
+                    "message": e.message,
+                    "data": e.data,
+                }
+                for e in events
+            ],
+        )
+
+
+def _insert_metrics(session: Session, job_id: str, rows: list[MetricRow], now: datetime) -> None:
+    if rows:
+        session.execute(
+            insert(JobMetric),
+            [
+                {
+                    "job_id": job_id,
+                    "name": m.name,
+                    "step": m.step,
+                    "epoch": m.epoch,
+                    "value": m.value,
+                    "created_at": m.created_at or now,
+                }
+                for m in rows
+            ],
+        )
+
+
+def add_event(session: Session, job_id: str, event: EventRow, *, now: datetime) -> None:
+    """Append one event outside a run (the reconciler's notes). Commits."""
+    _insert_events(session, job_id, [event], now)
+    session.commit()
+
+
+# --- the reconciler's questions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DispatchWindow:
+    now: datetime
+    stale_before: datetime  # a message sent before this is presumed lost
+    fresh_after: datetime  # a never-dispatched job created after this is left to the API's own send
+    max_attempts: int
+
+
+def _needs_dispatch(w: DispatchWindow) -> ColumnElement[bool]:
+    """A job whose Celery message is missing or presumed lost.
+
+    - queued and never dispatched (the broker was down at submission, or the job was given back), once it
+      is a few seconds old so the API's own send after commit is not doubled;
+    - queued or orphaned with a message sent long ago (lost with a broker that restarted empty);
+    - running/cancelling with an expired lease (its worker died) and not re-sent since the lease expired:
+      another worker takes it over and resumes from the checkpoint.
+    """
+    never_sent = and_(Job.dispatched_at.is_(None), Job.created_at < w.fresh_after)
+    sent_long_ago = Job.dispatched_at < w.stale_before
+    queued = and_(Job.status == "queued", or_(never_sent, sent_long_ago))
+    orphaned = and_(
+        Job.status.in_(RUNNING),
+        Job.lease_expires_at < w.now,
+        Job.attempt < w.max_attempts,
+        or_(Job.dispatched_at.is_(None), Job.dispatched_at < Job.lease_expires_at, sent_long_ago),
+    )
+    return or_(queued, orphaned)
+
+
+def jobs_needing_dispatch(session: Session, window: DispatchWindow, *, limit: int) -> list[str]:
+    ids = session.execute(select(Job.id).where(_needs_dispatch(window)).order_by(Job.id).limit(limit)).scalars().all()
+    session.rollback()
+    return list(ids)
+
+
+def mark_dispatched(session: Session, window: DispatchWindow, *, job_id: str) -> bool:
+    """Reserve the re-send: True for exactly one of several reconcilers racing on the same job. Commits."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _needs_dispatch(window))
+        .values(dispatched_at=window.now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    won = session.execute(stmt).one_or_none() is not None
+    session.commit()
+    return won
+
+
+def clear_dispatched(session: Session, *, job_id: str, dispatched_at: datetime) -> None:
+    """The re-send failed (broker still down): leave the job for the next round. Commits."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.dispatched_at == dispatched_at)
+        .values(dispatched_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(stmt)
+    session.commit()
+
+
+def exhausted_jobs(session: Session, *, now: datetime, max_attempts: int, limit: int) -> list[str]:
+    """Orphaned jobs with no attempts left: the reconciler fails them instead of sending them again."""
+    cond = and_(Job.status.in_(RUNNING), Job.lease_expires_at < now, Job.attempt >= max_attempts)
+    ids = session.execute(select(Job.id).where(cond).order_by(Job.id).limit(limit)).scalars().all()
+    session.rollback()
+    return list(ids)
