@@ -7,24 +7,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from distill.errors import UserError
+from distill.errors import DistillError, UserError
 
 
-class AppError(Exception):
-    """A failure the client can act on: an HTTP status, a machine-readable code, a message, the field at fault."""
+class AppError(DistillError):
+    """A failure the client can act on: an HTTP status on top of the engine's (code, message, param) triple."""
 
     status_code: ClassVar[int] = 400
-    code: str = "bad_request"
-
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.param = param
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "param": self.param}
+    code = "bad_request"
 
 
 class NotFound(AppError):

@@ -27,8 +27,8 @@ from distill.runner import run_job
 
 SETUPS = {
     # dataset: (teacher hidden, teacher epochs, student architecture, student epochs)
-    "digits": ([1200, 1200], 30, {"name": "mlp", "kwargs": {"hidden": [16]}}, 40),
-    "mnist": ([1200, 1200], 20, {"name": "mlp", "kwargs": {"hidden": [32]}}, 30),
+    "digits": ([1200, 1200], 30, {"name": "mlp", "kwargs": {"hidden": [64]}}, 40),
+    "mnist": ([1200, 1200], 20, {"name": "mlp", "kwargs": {"hidden": [128]}}, 20),
 }
 
 
@@ -121,12 +121,12 @@ def table_defaults(rows: list[dict[str, Any]]) -> str:
 
 def table_sweep(rows: list[dict[str, Any]]) -> str:
     lines = []
-    for setting in ("labeled", "few-labels"):
-        group = [r for r in rows if r["setting"] == setting]
+    for dataset, setting in dict.fromkeys((r["dataset"], r["setting"]) for r in rows):
+        group = [r for r in rows if r["setting"] == setting and r["dataset"] == dataset]
         ts = sorted({r["temperature"] for r in group})
         lams = sorted({r["lambda"] for r in group})
         lines += [
-            f"\n{setting} (mnist, distilled top-1 %, mean over seeds)\n",
+            f"\n{dataset}, {setting}: distilled top-1 %, mean over seeds\n",
             "| T \\ λ | " + " | ".join(map(str, lams)) + " |",
         ]
         lines.append("|---" * (len(lams) + 1) + "|")
@@ -179,10 +179,9 @@ def main() -> None:
     else:
         rows = defaults(args.seeds or [0, 1, 2], args.datasets)
         text = table_defaults(rows)
-        write_result(
-            "quality", {"rows": rows, "table": text, "temperature": DEFAULT_TEMPERATURE, "lambda": DEFAULT_LAMBDA}
-        )
-        plot(rows, RESULTS / "quality.png")
+        name = "quality_" + "_".join(args.datasets)
+        write_result(name, {"rows": rows, "table": text, "temperature": DEFAULT_TEMPERATURE, "lambda": DEFAULT_LAMBDA})
+        plot(rows, RESULTS / f"{name}.png")
     print(text)
 
 

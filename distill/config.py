@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TeacherFormat = Literal["torchscript", "onnx", "safetensors", "state_dict"]
 
 # Defaults chosen by the sweep in bench/quality.py (docs/BENCHMARKS.md explains the choice).
-DEFAULT_TEMPERATURE = 4.0
+DEFAULT_TEMPERATURE = 1.0
 DEFAULT_LAMBDA = 0.5
 
 
@@ -89,9 +89,7 @@ class TrainingSpec(Spec):
     step_size: int = Field(30, ge=1, description="Epochs between decays for the step schedule.")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="Decay factor for the step schedule.")
     grad_clip: float | None = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
-    eval_every: int = Field(
-        1, ge=1, description="Epochs between validations (the last epoch is always validated)."
-    )
+    eval_every: int = Field(1, ge=1, description="Epochs between validations (the last epoch is always validated).")
     seed: int = Field(0, ge=0, description="Seed for weights, shuffling and augmentation: a CPU run repeats.")
     augment: Literal["none", "noise", "shift"] = Field(
         "none",

@@ -148,7 +148,7 @@ def train(
 
         model.eval()
         values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
-        values["train/lr"] = scheduler.get_last_lr()[0]
+        values["train/lr"] = float(scheduler.get_last_lr()[0])
         if (epoch + 1) % spec.eval_every == 0 or epoch + 1 == phase.epochs:
             values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
         if phase.name != "train":  # e.g. "baseline/val/top1", so its series never mix with the student's

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs import repository as jobs_repository
 from app.models import File, Job, utcnow
+from distill.config import DEFAULT_LAMBDA
 from tests.api.conftest import assert_error, npz_bytes, upload_ok
 from tests.conftest import RecordingQueue
 
@@ -45,7 +46,7 @@ def test_create_stores_normalised_spec_and_enqueues_after_commit(
     assert job["id"].startswith("job_") and job["status"] == "queued"
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["spec"]["teacher"]["file_id"] == job_body["teacher"]["file_id"]
-    assert job["spec"]["knowledge"]["lambda"] == 0.5  # defaults are filled in, aliases kept
+    assert job["spec"]["knowledge"]["lambda"] == DEFAULT_LAMBDA  # defaults are filled in, aliases kept
     assert job["spec"]["training"]["lr"] == 0.001
     assert job["artifacts"] == [] and job["error"] is None and job["started_at"] is None
     assert queue.sent == [job["id"]]
