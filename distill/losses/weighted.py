@@ -33,16 +33,21 @@ class WeightedSum(nn.Module):
     def forward(
         self, student: Outputs, teacher: Outputs | None, target: Tensor | None
     ) -> tuple[Tensor, dict[str, float]]:
+        """Returns the total (for backward) and {"loss": total, name: weighted term} as floats."""
         total: Tensor | None = None
         weighted: dict[str, Tensor] = {}
         for name, term in self.terms.items():
-            value = self.weights[name] * term(student, teacher, target)  # scalar
+            value = term(student, teacher, target)  # scalar
+            weight = self.weights[name]
+            if weight != 1.0:  # this runs every step: skip the no-op multiply
+                value = weight * value
             weighted[name] = value
             total = value if total is None else total + value
         assert total is not None
-        # One host transfer for all parts instead of one `.item()` per term.
-        values = torch.stack([v.detach().float() for v in weighted.values()]).tolist()
-        return total, dict(zip(weighted, values, strict=True))
+        # One host transfer for the total and every part instead of one `.item()` each; the loop reads the
+        # total's float to detect a non-finite loss without another sync.
+        values = torch.stack([total.detach(), *(v.detach() for v in weighted.values())]).float().tolist()
+        return total, dict(zip(["loss", *weighted], values, strict=True))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}×{weight:g}" for name, weight in self.weights.items())

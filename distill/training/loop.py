@@ -30,7 +30,7 @@ from distill.training.optim import build_optimizer, build_scheduler
 from distill.training.stop import StopFlag
 from distill.training.teacher_signal import TeacherSignal
 
-# loss(student, teacher, target) -> (total, {term name: value})
+# loss(student, teacher, target) -> (total, {"loss": total, term name: value}) — see losses.WeightedSum
 LossFn = Callable[[Outputs, Outputs | None, Tensor | None], tuple[Tensor, dict[str, float]]]
 # evaluate(model) -> {metric name: value}, run after every epoch on the validation set
 EvalFn = Callable[[nn.Module], dict[str, float]]
@@ -121,9 +121,9 @@ def train(
             with autocast():
                 student = Outputs(model(x))  # (B, C)
             loss, parts = phase.loss(student, teacher, y)
-            if not torch.isfinite(loss):
+            if not math.isfinite(parts["loss"]):
                 raise UserError(
-                    f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                    f"{phase.name}: the loss became {parts['loss']} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
                     "lower training.lr, set training.grad_clip, or check the data for extreme values",
                     code="diverged",
                     param="training.lr",
@@ -148,7 +148,7 @@ def train(
 
         model.eval()
         values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
-        values["train/lr"] = float(scheduler.get_last_lr()[0])
+        values["train/lr"] = scheduler.current_lr()
         if (epoch + 1) % spec.eval_every == 0 or epoch + 1 == phase.epochs:
             values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
         if phase.name != "train":  # e.g. "baseline/val/top1", so its series never mix with the student's

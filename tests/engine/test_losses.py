@@ -156,8 +156,9 @@ def test_weighted_sum_parts_add_up_to_total() -> None:
     target = torch.tensor([0, 1, -1, 3, 2, -1])
     loss = WeightedSum({"soft": (1.0, SoftTargetLoss(3.0)), "hard": (0.25, HardLabelLoss())})
     total, parts = loss(student, teacher, target)
-    assert set(parts) == {"soft", "hard"}
-    assert sum(parts.values()) == pytest.approx(total.item(), rel=1e-6)
+    assert set(parts) == {"loss", "soft", "hard"}
+    assert parts["loss"] == pytest.approx(total.item(), rel=1e-6)
+    assert parts["soft"] + parts["hard"] == pytest.approx(total.item(), rel=1e-6)
     soft = SoftTargetLoss(3.0)(student, teacher, target).item()
     hard = HardLabelLoss()(student, teacher, target).item()
     assert parts["soft"] == pytest.approx(soft, rel=1e-6)
@@ -173,14 +174,14 @@ def test_build_response_loss_terms() -> None:
     assert unlabeled.weights == {"soft": 1.0}
     student, teacher = Outputs(torch.randn(3, 5)), Outputs(torch.randn(3, 5))
     total, parts = unlabeled(student, teacher, None)
-    assert list(parts) == ["soft"]
+    assert list(parts) == ["loss", "soft"]
     assert total.item() == pytest.approx(SoftTargetLoss(4.0)(student, teacher, None).item(), rel=1e-6)
 
 
 def test_student_only_loss_is_cross_entropy_without_teacher() -> None:
     logits, target = torch.randn(4, 3), torch.tensor([1, -1, 2, 0])
     total, parts = build_student_only_loss()(Outputs(logits), None, target)
-    assert list(parts) == ["hard"]
+    assert list(parts) == ["loss", "hard"]
     expected = F.cross_entropy(logits[target >= 0], target[target >= 0]).item()
     assert total.item() == pytest.approx(expected, rel=1e-6)
 
@@ -207,4 +208,4 @@ def test_weighted_sum_owns_learnable_terms() -> None:
     loss = WeightedSum({"scaled": (3.0, Scaled()), "hard": (1.0, HardLabelLoss())})
     assert [p.item() for p in loss.parameters()] == [2.0]
     total, parts = loss(Outputs(torch.ones(2, 2)), None, None)
-    assert total.item() == pytest.approx(24.0) and parts == {"scaled": 24.0, "hard": 0.0}
+    assert total.item() == pytest.approx(24.0) and parts == {"loss": 24.0, "scaled": 24.0, "hard": 0.0}
