@@ -14,6 +14,7 @@ class ProgressBar:
     def __init__(self) -> None:
         self._bar: tqdm[Any] | None = None
         self._phase: str | None = None
+        self._val: dict[str, str] = {}  # latest validation metrics, shown beside the epoch
 
     @classmethod
     def maybe(cls, choice: str) -> ProgressBar | None:
@@ -32,14 +33,15 @@ class ProgressBar:
         if type == "progress":
             if self._bar is None or fields.get("phase") != self._phase:
                 self.close()
+                self._val = {}
                 self._phase = fields.get("phase")
                 self._bar = tqdm(total=fields["steps"], desc=self._phase, unit="step", file=sys.stderr)
             self._bar.n = fields["step"]
-            self._bar.set_postfix(epoch=f"{fields['epoch']}/{fields['epochs']}", refresh=False)
+            self._bar.set_postfix(epoch=f"{fields['epoch']}/{fields['epochs']}", **self._val, refresh=False)
             self._bar.refresh()
-        elif type == "metrics" and self._bar is not None:
-            shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in fields["values"].items() if k.startswith("val/")}
-            self._bar.set_postfix(epoch=f"{fields['epoch']}", **shown)
+        elif type == "metrics":
+            values = fields["values"].items()
+            self._val = {k.rsplit("/", 1)[-1]: f"{v:.4f}" for k, v in values if "val/" in k and "kl" not in k}
         elif type in ("message", "error"):
             tqdm.write(f"[{type}] {fields.get('message')}", file=sys.stderr)
 
