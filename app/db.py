@@ -3,22 +3,34 @@
 The request dependency owns the transaction (STYLE: services never commit): it commits when the endpoint
 returns, rolls back when it raises, and only then runs the callbacks registered with `after_commit`, so
 background work (the Celery message that starts a job) never sees a row that is not committed yet.
+
+Threads and connections (the API answered nothing under load when this was wrong): a request's session
+holds a pooled connection from its first query until get_session commits. While it holds one, the
+request must never wait for a thread of AnyIO's shared pool, whose threads may all be requests waiting
+for a connection. Endpoints therefore do their database work in one `in_worker_thread` step, and the
+commit runs in a thread of its own. The pool has room for every worker thread (Settings.threadpool_size
+<= db_pool_size + db_max_overflow), so a thread seldom waits for a connection at all.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from functools import lru_cache
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import lru_cache, wraps
+from typing import Any, ParamSpec, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SessionFactory = sessionmaker[Session]
 _AFTER_COMMIT = "distillery.after_commit"
@@ -32,6 +44,18 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(database_url, pool_pre_ping=True, **kwargs)
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine of `settings.database_url`, its pool sized by the settings (see Settings.db_pool_size)."""
+    if settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
+        return make_engine(settings.database_url)  # one connection per thread, no pool to size
+    return make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,7 +75,7 @@ def make_sessionmaker(engine: Engine) -> SessionFactory:
 @lru_cache
 def get_engine() -> Engine:
     """The process-wide engine built from `get_settings()` (the worker uses this too)."""
-    return make_engine(get_settings().database_url)
+    return engine_for(get_settings())
 
 
 @lru_cache
@@ -80,21 +104,69 @@ def _run(callbacks: list[Callable[[], None]]) -> None:
             log.exception("post-transaction callback failed")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: commit on success, roll back on error, then run after-commit callbacks."""
-    factory: SessionFactory = request.app.state.sessionmaker
-    session = factory()
+def _commit(session: Session) -> None:
+    """Commit and close, then run the after-commit callbacks; if the commit fails, roll back instead."""
     try:
-        yield session
         session.commit()
     except BaseException:
-        session.rollback()
-        session.info.pop(_AFTER_COMMIT, None)
-        rollback_callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_ROLLBACK, [])
-        session.close()
-        _run(rollback_callbacks)
+        _roll_back(session)
         raise
     session.info.pop(_AFTER_ROLLBACK, None)
     callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
     session.close()
     _run(callbacks)
+
+
+def _roll_back(session: Session) -> None:
+    """Roll back and close, then run the after-rollback callbacks."""
+    session.rollback()
+    session.info.pop(_AFTER_COMMIT, None)
+    callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_ROLLBACK, [])
+    session.close()
+    _run(callbacks)
+
+
+async def _end_in_thread(end: Callable[[Session], None], session: Session) -> None:
+    # The session may hold a connection here, so the commit must not queue for a thread of AnyIO's shared
+    # pool: every one of those could be a request waiting for a connection (the deadlock in_worker_thread
+    # describes). A limiter of its own always has a token free, as FastAPI does for a sync dependency's
+    # exit. Shielded: a client that hangs up must not leave the transaction open.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(end, session, limiter=anyio.CapacityLimiter(1))
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request: commit on success, roll back on error, then run the post-transaction callbacks.
+
+    An async dependency so that opening it takes no worker thread (a Session connects on its first query,
+    in the endpoint's thread); the commit or rollback runs in a thread of its own, see `_end_in_thread`.
+    """
+    factory: SessionFactory = request.app.state.sessionmaker
+    session = factory()
+    try:
+        yield session
+    except BaseException:
+        await _end_in_thread(_roll_back, session)
+        raise
+    await _end_in_thread(_commit, session)
+
+
+def in_worker_thread(endpoint: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a plain `def` endpoint that uses the session run as one step in a worker thread.
+
+    FastAPI runs a `def` endpoint in a worker thread and then validates its return value in a *second* one,
+    while the request's session still holds its connection (get_session commits after the response is
+    built). Once every thread of the pool was a request waiting for a connection, the requests holding
+    the connections waited for a thread forever: the pool timed out and nothing was answered. Wrapped
+    here, the endpoint's body (its queries and the building of its response model, which may load
+    attributes) runs in one thread, FastAPI sees a coroutine and validates on the event loop, and the
+    connection goes back in get_session's exit, which needs no thread from the pool.
+
+    So: one `in_worker_thread` step per request, and no database access outside it.
+    """
+
+    @wraps(endpoint)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_in_threadpool(endpoint, *args, **kwargs)
+
+    return run

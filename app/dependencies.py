@@ -1,4 +1,8 @@
-"""Typed dependency aliases for endpoints (`session: SessionDep`, `tenant: TenantDep`, …)."""
+"""Typed dependency aliases for endpoints (`session: SessionDep`, `tenant: TenantDep`, …).
+
+The small ones are `async def` although they do no I/O: FastAPI runs a plain `def` dependency in a worker
+thread, one thread hop per dependency per request, to read an attribute.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +16,27 @@ from app.queue import JobQueue
 from app.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_tenant(request: Request) -> str:
+async def get_tenant(request: Request) -> str:
     """The tenant every query filters by. One tenant for now; an API-key lookup plugs in here
-    (`Authorization: Bearer <key>` → the key's tenant, 401 without one) without touching any endpoint."""
+    (`Authorization: Bearer <key>` → the key's tenant, 401 without one) without touching any endpoint. A lookup
+    that queries must not use the request's session from a thread of its own: see app.db on thread hops."""
     settings: Settings = request.app.state.settings
     return settings.default_tenant
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
 
 
 # scope="function": the session commits when the endpoint returns, *before* the response is sent, so a
 # client that got 201 can read the row, and a failed commit is an error response rather than a lie.
+# Endpoints that use it are wrapped in app.db.in_worker_thread (see there why).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(get_tenant)]

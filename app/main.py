@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app.artifacts.endpoints import router as artifacts_router
-from app.db import SessionFactory, make_engine, make_sessionmaker
+from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
 from app.files.endpoints import router as files_router
 from app.jobs.endpoints import router as jobs_router
@@ -36,12 +37,14 @@ def create_app(
     """Build the app. Tests pass a session factory bound to a rolled-back transaction and a recording queue."""
     settings = settings or get_settings()
     if session_factory is None:
-        session_factory = make_sessionmaker(make_engine(settings.database_url))
+        session_factory = make_sessionmaker(engine_for(settings))
     resolved_factory: SessionFactory = session_factory
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        # Endpoints do their database work on these threads; Settings keeps them within the pool (app.db).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if settings.database_url.startswith("sqlite"):
             # Embedded mode: the first `make run` must work with no separate migrate step. Postgres
             # deployments run `distillery migrate` once per release instead of on every replica's start.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,30 @@ class Settings(BaseSettings):
     default_tenant: str = "local"
     # How long /readyz and the enqueue call wait for the broker before calling it down.
     broker_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Worker threads of the API process (AnyIO's thread limiter, set at startup; AnyIO's default is 40).
+    # Endpoints run their database work there, one thread and at most one connection per request, so the
+    # pool below must have a connection for each: with fewer, threads park on the pool (and fail after
+    # db_pool_timeout) while the CPU idles. Threads beyond what covers the database's latency only fight
+    # for the GIL: with Postgres on the same host (docker-compose), 4 threads served as many job reads as
+    # 8 and more than 20, at less than half the p99 (bench/api_throughput.py). A remote database with
+    # millisecond round trips wants more.
+    threadpool_size: int = Field(default=4, ge=1)
+    # SQLAlchemy's pool, per process (API and worker), SQLAlchemy's defaults: db_pool_size connections kept
+    # open, up to db_max_overflow more under load (a request's commit and its enqueue's UPDATE run on
+    # threads of their own). Postgres' max_connections must cover (db_pool_size + db_max_overflow) x
+    # processes.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pool_covers_threads(self) -> Self:
+        if self.threadpool_size > self.db_pool_size + self.db_max_overflow:
+            raise ValueError(
+                f"threadpool_size ({self.threadpool_size}) exceeds db_pool_size + db_max_overflow "
+                f"({self.db_pool_size} + {self.db_max_overflow}): every worker thread may need a connection"
+            )
+        return self
 
     def broker_transport_options(self) -> dict[str, Any]:
         """Transport options for Celery/kombu: the message folders of the filesystem transport, else none.

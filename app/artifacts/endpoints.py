@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from app.artifacts import service
 from app.artifacts.schemas import ArtifactRead
+from app.db import in_worker_thread
 from app.dependencies import SessionDep, SettingsDep, TenantDep
 from app.errors_doc import error_responses
 
@@ -23,6 +24,7 @@ MEDIA_TYPES = {
 
 
 @router.get("", response_model=list[ArtifactRead], responses=error_responses(404), summary="List a job's artifacts")
+@in_worker_thread
 def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> list[ArtifactRead]:
     return [ArtifactRead.model_validate(a) for a in service.list_artifacts(session, tenant=tenant, job_id=job_id)]
 
@@ -38,6 +40,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> list[
     },
     summary="Download an artifact (Range requests work; ETag = sha256)",
 )
+@in_worker_thread
 def download_artifact(
     job_id: str, name: str, request: Request, session: SessionDep, tenant: TenantDep, settings: SettingsDep
 ) -> Response:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from app.db import in_worker_thread
 from app.dependencies import SessionDep, SettingsDep, TenantDep
 from app.errors_doc import error_responses
 from app.files import service
@@ -53,6 +54,7 @@ async def upload_file(request: Request, session: SessionDep, tenant: TenantDep, 
 
 
 @router.get("", response_model=FileList, responses=error_responses(422), summary="List files, newest first")
+@in_worker_thread
 def list_files(
     session: SessionDep,
     tenant: TenantDep,
@@ -65,6 +67,7 @@ def list_files(
 
 
 @router.get("/{file_id}", response_model=FileRead, responses=error_responses(404), summary="Get a file")
+@in_worker_thread
 def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileRead:
     return FileRead.model_validate(service.get_file(session, tenant=tenant, file_id=file_id))
 
@@ -76,6 +79,7 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileRead:
     responses=error_responses(404, 409),
     summary="Delete a file (refused while an unfinished job uses it)",
 )
+@in_worker_thread
 def delete_file(file_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
     service.delete_file(session, tenant=tenant, settings=settings, file_id=file_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http
 
+from app.db import in_worker_thread
 from app.dependencies import QueueDep, SessionDep, SettingsDep, TenantDep
 from app.errors_doc import error_responses
 from app.jobs import service
@@ -39,6 +40,7 @@ SeriesLimit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
     },
     summary="Submit a distillation job",
 )
+@in_worker_thread
 def create_job(
     spec: JobCreate,
     response: Response,
@@ -59,6 +61,7 @@ def create_job(
 
 
 @router.get("", response_model=JobList, responses=error_responses(422), summary="List jobs, newest first")
+@in_worker_thread
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
@@ -71,6 +74,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=error_responses(404), summary="Get a job")
+@in_worker_thread
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     return JobRead.model_validate(service.get_job(session, tenant=tenant, job_id=job_id))
 
@@ -81,6 +85,7 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     responses=error_responses(404, 409),
     summary="Cancel a job (queued: at once; running: the worker stops it and sets 'cancelled')",
 )
+@in_worker_thread
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     return JobRead.model_validate(service.cancel_job(session, tenant=tenant, job_id=job_id))
 
@@ -88,6 +93,7 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
 @router.get(
     "/{job_id}/events", response_model=EventList, responses=error_responses(404, 422), summary="The job's event log"
 )
+@in_worker_thread
 def list_events(
     job_id: str,
     session: SessionDep,
@@ -105,6 +111,7 @@ def list_events(
     responses=error_responses(404, 422),
     summary="The job's training curves: one row per (name, step)",
 )
+@in_worker_thread
 def list_metrics(
     job_id: str,
     session: SessionDep,

@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from app.models import ACTIVE_STATUSES, Job, JobEvent, JobMetric
 
+# The hottest query of the API (every read of a job, its events, metrics or artifacts), built once: building
+# a statement and computing its cache key was a third of the CPU the read took.
+_GET = (
+    select(Job)
+    .options(joinedload(Job.artifacts))
+    .where(Job.tenant_id == bindparam("tenant"), Job.id == bindparam("job_id"))
+)
+
 
 def get(session: Session, *, tenant: str, job_id: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.tenant_id == tenant, Job.id == job_id)).one_or_none()
+    """The job and its artifacts in one round trip (a join; the relationship's own selectin is a second query)."""
+    return session.scalars(_GET, {"tenant": tenant, "job_id": job_id}).unique().one_or_none()
 
 
 def get_by_idempotency_key(session: Session, *, tenant: str, key: str) -> Job | None:

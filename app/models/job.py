@@ -56,5 +56,6 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    # Loaded with the job in one extra query per batch (selectin): every JobRead lists its artifacts.
+    # Every JobRead lists its artifacts: loaded with the jobs in one extra query per batch (selectin), or
+    # joined into the job's own query where one job is read (jobs.repository.get).
     artifacts: Mapped[list[Artifact]] = relationship(lazy="selectin", order_by=Artifact.name, viewonly=True)

@@ -18,7 +18,8 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    # async: a liveness probe must not queue behind database work for a worker thread.
     return {"status": "ok"}
 
 
