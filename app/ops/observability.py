@@ -61,12 +61,15 @@ class JobsCollector(Collector):
 
     def _read(self) -> tuple[dict[str, int], dict[str, list[float]]]:
         with self.session_factory() as session:
-            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).tuples().all())
+            counts = {
+                status: count
+                for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status))
+            }
             rows = session.execute(
                 select(Job.status, Job.started_at, Job.finished_at).where(
                     Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None), Job.finished_at.is_not(None)
                 )
-            ).tuples()
+            )
             finished: dict[str, list[float]] = {}
             for status, started, ended in rows:
                 if started is not None and ended is not None:
