@@ -54,7 +54,7 @@ def run_job(
     val_x, val_y = data.validation.x, _labels_or_none(data.validation.y)
 
     # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it before training.
-    teacher_val = teacher_logits_for(teacher, val_x.to(torch_device))  # (N_val, C)
+    teacher_val = teacher_logits_for(teacher, val_x)  # (N_val, C) on the CPU; batches go to the device one by one
     teacher_quality = classification_report(teacher_val, val_y)
     emit("message", level="info", message=f"teacher on validation: {_describe(teacher_quality)}")
     if stop.requested:
@@ -70,7 +70,7 @@ def run_job(
     )
     if cached:
         t0 = time.perf_counter()
-        signal: Any = CachedLogits(teacher_logits_for(teacher, data.train.x.to(torch_device)))
+        signal: Any = CachedLogits(teacher_logits_for(teacher, data.train.x))
         emit("message", level="info", message=f"teacher logits cached in {time.perf_counter() - t0:.2f}s")
     else:
         signal = LiveTeacher(teacher)
