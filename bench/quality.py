@@ -26,9 +26,10 @@ from distill.config import DEFAULT_LAMBDA, DEFAULT_TEMPERATURE, JobConfig
 from distill.runner import run_job
 
 SETUPS = {
-    # dataset: (teacher hidden, teacher epochs, student architecture, student epochs)
+    # setup ("dataset" or "dataset-student"): (teacher hidden, teacher epochs, student architecture, student epochs)
     "digits": ([1200, 1200], 30, {"name": "mlp", "kwargs": {"hidden": [64]}}, 40),
     "mnist": ([1200, 1200], 20, {"name": "mlp", "kwargs": {"hidden": [128]}}, 20),
+    "digits-cnn": ([1200, 1200], 30, {"name": "cnn", "kwargs": {}}, 30),
 }
 
 
@@ -36,7 +37,7 @@ def one_run(
     dataset: str, setting: str, *, seed: int, temperature: float, lambda_: float, baseline: bool
 ) -> dict[str, Any]:
     hidden, teacher_epochs, student, epochs = SETUPS[dataset]
-    paths = split_dataset(dataset)
+    paths = split_dataset(dataset.split("-")[0])
     teacher, arch = train_teacher(paths["transfer"], hidden=hidden, epochs=teacher_epochs)
     transfer = paths["transfer"] if setting == "labeled" else with_few_labels(paths["transfer"], 0.1)
     config = JobConfig.model_validate(
