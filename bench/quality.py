@@ -157,7 +157,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(groups)), [f"{d}\n{s}" for d, s in groups])
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(60, 100)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=3)  # below the axis: bars fill it
     ax.set_title("Distillery: teacher vs student alone vs distilled (mean of seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -115,8 +115,8 @@ def plot_comparison(report: dict[str, Any], path: str | os.PathLike[str]) -> Non
             bars = ax.bar([x + offset for x in xs], values, width, label=name)
             ax.bar_label(bars, labels=["" if v != v else f"{v:.3f}" for v in values], fontsize="small")
         ax.set_xticks(xs, labels)
-        ax.set_ylim(0, 1.1)
-        fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+        ax.set_ylim(0, 1.25)  # headroom above the bars for the legend
+        ax.legend(loc="upper center", ncols=2, fontsize="small")
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("teacher vs student")
