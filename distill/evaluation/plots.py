@@ -46,9 +46,7 @@ def plot_training_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(
-        figsize=(10, 4),
-    )  # fixed margins: constrained layout costs ~0.3 s a figure
+    fig = Figure(figsize=(10, 4))  # fixed margins: constrained layout costs ~0.3 s a figure
     loss_ax, acc_ax = fig.subplots(1, 2)
     for ax, leaves, title in ((loss_ax, LOSS_LEAVES, "loss"), (acc_ax, ACCURACY_LEAVES, "accuracy / agreement")):
         series = _series(metrics, leaves)
@@ -104,9 +102,7 @@ def plot_comparison(report: dict[str, Any], path: str | os.PathLike[str]) -> Non
         accuracy.append(float("nan") if acc is None else acc)
         agree.append(float("nan") if agr is None else agr)
 
-    fig = Figure(
-        figsize=(6, 4),
-    )  # fixed margins: constrained layout costs ~0.3 s a figure
+    fig = Figure(figsize=(6, 4))  # fixed margins: constrained layout costs ~0.3 s a figure
     ax = fig.subplots()
     if labels:
         width = 0.38
