@@ -44,7 +44,8 @@ def api_command(settings: WorkerSettings) -> list[str]:
     ]
 
 
-def worker_command(settings: WorkerSettings) -> list[str]:
+def worker_command(settings: WorkerSettings, *extra: str) -> list[str]:
+    """`celery worker` as `make run` starts it; `extra` options go last (tests name their workers)."""
     # One job at a time per worker (one worker per device): --pool=solo runs the task in the main
     # process, so the supervisor can hold the training child and hear the shutdown signal.
     return [
@@ -62,6 +63,7 @@ def worker_command(settings: WorkerSettings) -> list[str]:
         "--without-gossip",
         "-l",
         "info",
+        *extra,
     ]
 
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from worker.launch import worker_command
+from worker.settings import WorkerSettings
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -82,25 +85,8 @@ def _wait(service: Service, ready: str, timeout: float) -> None:
 
 def start_worker(env: Mapping[str, str], log_dir: Path, *, timeout: float = 90.0) -> Service:
     """One Celery worker as `make run` starts it: solo pool, one job at a time, the train queue."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--pool=solo",
-        "--concurrency=1",
-        "-Q",
-        env.get("DISTILLERY_TRAIN_QUEUE", "train"),
-        "--without-mingle",
-        "--without-gossip",
-        "--without-heartbeat",
-        "-n",
-        f"test-{uuid.uuid4().hex[:8]}@%h",
-        "-l",
-        "info",
-    ]
+    settings = WorkerSettings(train_queue=env.get("DISTILLERY_TRAIN_QUEUE", "train"))
+    command = worker_command(settings, "--without-heartbeat", "-n", f"test-{uuid.uuid4().hex[:8]}@%h")
     service = _start("worker", command, env, log_dir)
     _wait(service, " ready.", timeout)
     return service
