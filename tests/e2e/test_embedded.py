@@ -47,6 +47,18 @@ def test_make_run_walk_through_and_ctrl_c(tmp_path: Path, digits: Digits) -> Non
                 time.sleep(0.2)
             assert http.get("/readyz").status_code == 200, http.get("/readyz").text
             job = walk_through(http, digits, logs=logs)
+        # The README's `distillery demo` against the same server: trains a teacher, distills, downloads.
+        demo_dir = tmp_path / "demo"
+        demo_dir.mkdir()
+        demo = subprocess.run(
+            [sys.executable, "-m", "app.cli", "demo", "--url", f"http://127.0.0.1:{port}", "--epochs", "2"],
+            cwd=demo_dir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr + logs()
+        assert "student (distilled)" in demo.stdout and (demo_dir / "student.safetensors").stat().st_size > 0
         var = tmp_path / "var"
         assert (var / "distillery.db").is_file() and (var / "broker").is_dir()
         assert (var / "artifacts" / "jobs" / job["id"] / "student.safetensors").is_file()
