@@ -150,7 +150,7 @@ def resolve_paths(config: JobConfig, base: Path) -> JobConfig:
             return ref
         return str((base / ref).resolve())
 
-    teacher = config.teacher.model_copy(update={"path": local(config.teacher.path)})
+    teacher = None if config.teacher is None else config.teacher.model_copy(update={"path": local(config.teacher.path)})
     dataset = config.dataset.model_copy(
         update={"train": local(config.dataset.train), "validation": local(config.dataset.validation)}
     )

@@ -19,17 +19,17 @@ from torch import Tensor, nn
 from distill.config import JobConfig
 from distill.data import DataSplit, load_data
 from distill.errors import Cancelled, UserError
-from distill.evaluation.metrics import agreement, classification_report, mean_kl
 from distill.events import Emitter, null_emitter
 from distill.export import export_student
-from distill.losses import build_response_loss, build_student_only_loss
-from distill.models import build_model
+from distill.losses import Outputs, build_student_only_loss
+from distill.modes import JobContext, needs_file_teacher, plan_phases, run_mode
 from distill.report import build_report, write_plots
 from distill.teachers import Teacher, load_teacher
 from distill.training.device import resolve_device
-from distill.training.loop import Phase, train
+from distill.training.job_progress import JobProgress
+from distill.training.loop import Phase, steps_for
 from distill.training.stop import StopFlag
-from distill.training.teacher_signal import CachedLogits, LiveTeacher, should_cache, teacher_logits_for
+from distill.training.teacher_signal import teacher_logits_for
 
 
 def run_job(
@@ -49,63 +49,58 @@ def run_job(
     emit("message", level="info", message=f"device: {torch_device}")
 
     data = load_data(config.dataset, seed=config.training.seed)
-    teacher = _load_teacher(config, data, device=str(torch_device))
-    num_classes = data.num_classes or teacher.output_size(data.input_shape)
-    val_x, val_y = data.validation.x, _labels_or_none(data.validation.y)
+    teacher, teacher_val = None, None
+    if needs_file_teacher(config):
+        teacher = _load_teacher(config, data, device=str(torch_device))
+        num_classes = data.num_classes or teacher.output_size(data.input_shape)
+    elif data.num_classes is None:
+        raise UserError(
+            f"mode {config.mode!r} without a teacher file learns from labels: dataset.train has none",
+            param="dataset.train",
+        )
+    else:
+        num_classes = data.num_classes
 
-    # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it before training.
-    teacher_val = teacher_logits_for(teacher, val_x)  # (N_val, C) on the CPU; batches go to the device one by one
-    teacher_quality = classification_report(teacher_val, val_y)
-    emit("message", level="info", message=f"teacher on validation: {_describe(teacher_quality)}")
+    phases = plan_phases(config, len(data.train.x))
+    if config.baseline:
+        phases.append(("baseline", _baseline_steps(config, data)))
+    ctx = JobContext(
+        config, data, num_classes, torch_device, emit, stop, JobProgress(emit, phases), out_dir, resume=resume
+    )
+    if teacher is not None:
+        # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it before training.
+        teacher_val = teacher_logits_for(teacher, data.validation.x)  # (N_val, C) on the CPU
+        emit("message", level="info", message=f"teacher on validation: {ctx.describe(teacher_val)}")
     if stop.requested:
         raise Cancelled("stopped before training")
 
-    train_y = _labels_or_none(data.train.y)
-    knowledge = config.knowledge
-    loss = build_response_loss(
-        temperature=knowledge.temperature, lambda_=knowledge.lambda_, labeled=train_y is not None
-    )
-    cached = should_cache(
-        cache_teacher=config.training.cache_teacher, augment=config.training.augment, mode=config.mode
-    )
-    if cached:
-        t0 = time.perf_counter()
-        signal: Any = CachedLogits(teacher_logits_for(teacher, data.train.x))
-        emit("message", level="info", message=f"teacher logits cached in {time.perf_counter() - t0:.2f}s")
-    else:
-        signal = LiveTeacher(teacher)
-
-    torch.manual_seed(config.training.seed)
-    student = build_model(config.student.architecture, input_shape=data.input_shape, num_classes=num_classes)
-    evaluate = make_evaluator(val_x, val_y, teacher_val, device=torch_device)
-    phase = Phase(
-        "train", data.train.x, train_y, loss, signal, evaluate, out_dir / "checkpoint.pt", config.training.epochs
-    )
-    train(student, phase, config.training, device=torch_device, emit=emit, stop=stop, resume=resume)
-    history = list(phase.history)
-
+    result = run_mode(ctx, teacher, teacher_val)
+    history = list(result.history)
     baseline = None
     if config.baseline:
-        baseline_model, baseline_phase = _train_baseline(
-            config, data, num_classes, evaluate, out_dir, device=torch_device, emit=emit, stop=stop, resume=resume
-        )
-        history += baseline_phase.history
-        baseline = baseline_model
+        baseline, baseline_history = _train_baseline(ctx, result.reference_val)
+        history += baseline_history
 
     emit("message", level="info", message="exporting the student (safetensors, TorchScript, ONNX)")
-    student_cpu = student.to("cpu").eval()
-    exported = export_student(student_cpu, out_dir, example_input=val_x[:8])
-    cpu_teacher = teacher if torch_device.type == "cpu" else _load_teacher(config, data, device="cpu")
+    student_cpu = result.student.to("cpu").eval()
+    exported = export_student(student_cpu, out_dir, example_input=data.validation.x[:8])
+    if result.teacher_net is not None:
+        emit("message", level="info", message="exporting the trained teacher too (online mode)")
+        export_student(
+            result.teacher_net.to("cpu").eval(), out_dir, example_input=data.validation.x[:8], prefix="teacher"
+        )
+    cpu_teacher = result.teacher
+    if cpu_teacher is not None and torch_device.type != "cpu":
+        cpu_teacher = _load_teacher(config, data, device="cpu")
     report = build_report(
         config=config,
         data=data,
         num_classes=num_classes,
+        result=result,
         teacher=cpu_teacher,
-        teacher_val=teacher_val.cpu(),
         student=student_cpu,
         baseline=None if baseline is None else baseline.to("cpu").eval(),
         student_file=exported["student.safetensors"],
-        cached_teacher=cached,
         device=str(torch_device),
         seconds=time.perf_counter() - started,
     )
@@ -117,83 +112,57 @@ def run_job(
 
 
 def _load_teacher(config: JobConfig, data: DataSplit, *, device: str) -> Teacher:
-    if config.teacher.path is None:
+    spec = config.teacher_spec()
+    if spec.path is None:
         raise UserError("the engine needs teacher.path (a local file)", param="teacher.path")
     return load_teacher(
-        config.teacher.path,
-        format=config.teacher.format,
-        architecture=config.teacher.architecture,
+        spec.path,
+        format=spec.format,
+        architecture=spec.architecture,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         device=device,
     )
 
 
-def _labels_or_none(y: Tensor | None) -> Tensor | None:
-    """None when no example is labeled, so losses and metrics take the unlabeled path."""
-    return None if y is None or not bool((y >= 0).any()) else y
-
-
-def _describe(quality: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in quality.items() if isinstance(v, float)) or "no labels"
-
-
-def make_evaluator(x: Tensor, y: Tensor | None, teacher_logits: Tensor, *, device: torch.device) -> Any:
-    """Validation metrics after each epoch: accuracy when labeled, and agreement/KL with the teacher always."""
-
-    @torch.inference_mode()
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        logits = predict(model, x, device=device)  # (N_val, C)
-        out = {"agreement": agreement(teacher_logits.cpu(), logits), "kl": mean_kl(teacher_logits.cpu(), logits)}
-        if y is not None:
-            out["top1"] = classification_report(logits, y)["top1"]
-        return out
-
-    return evaluate
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, x: Tensor, *, device: torch.device, batch_size: int = 1024) -> Tensor:
-    """Logits (N, C) on the CPU, float32, at T = 1."""
-    model.eval()
-    chunks = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(chunks)
-
-
-def _train_baseline(
-    config: JobConfig,
-    data: DataSplit,
-    num_classes: int,
-    evaluate: Any,
-    out_dir: Path,
-    *,
-    device: torch.device,
-    emit: Emitter,
-    stop: StopFlag,
-    resume: bool,
-) -> tuple[nn.Module, Phase]:
-    """The same student, same init, trained on the labeled examples alone with the same number of steps."""
+def _baseline_labeled(data: DataSplit) -> Tensor:
     y = data.train.y
     if y is None or not bool((y >= 0).any()):
         raise UserError("baseline needs labels in the transfer set (dataset.train has none)", param="baseline")
-    labeled = torch.nonzero(y >= 0).flatten()
-    steps = math.ceil(len(data.train.x) / config.training.batch_size) * config.training.epochs
-    epochs = max(1, round(steps / math.ceil(len(labeled) / config.training.batch_size)))
-    emit("message", level="info", message=f"baseline: {len(labeled)} labeled examples, {epochs} epochs")
-    torch.manual_seed(config.training.seed)
-    model = build_model(config.student.architecture, input_shape=data.input_shape, num_classes=num_classes)
+    return torch.nonzero(y >= 0).flatten()
+
+
+def _baseline_epochs(config: JobConfig, data: DataSplit) -> int:
+    """As many optimizer steps as the distilled student's main phase, over the labeled examples only."""
+    bs = config.training.batch_size
+    steps = steps_for(len(data.train.x), config.training.epochs, batch_size=bs)
+    return max(1, round(steps / math.ceil(len(_baseline_labeled(data)) / bs)))
+
+
+def _baseline_steps(config: JobConfig, data: DataSplit) -> int:
+    labeled = len(_baseline_labeled(data))
+    return steps_for(labeled, _baseline_epochs(config, data), batch_size=config.training.batch_size)
+
+
+def _train_baseline(ctx: JobContext, reference: Tensor | None) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """The same student, same init, trained on the labeled examples alone with the same number of steps."""
+    data, config = ctx.data, ctx.config
+    labeled = _baseline_labeled(data)
+    epochs = _baseline_epochs(config, data)
+    assert data.train.y is not None
+    ctx.emit("message", level="info", message=f"baseline: {len(labeled)} labeled examples, {epochs} epochs")
+    model = ctx.build_student()
+    loss = build_student_only_loss()
+
+    def forward(idx: Tensor, x: Tensor) -> tuple[Outputs, None]:
+        return Outputs(model(x)), None
+
     phase = Phase(
-        "baseline",
-        data.train.x[labeled],
-        y[labeled],
-        build_student_only_loss(),
-        None,
-        evaluate,
-        out_dir / "checkpoint-baseline.pt",
-        epochs,
-    )
-    train(model, phase, config.training, device=device, emit=emit, stop=stop, resume=resume)
-    return model, phase
+        "baseline", data.train.x[labeled], data.train.y[labeled], nn.ModuleDict({"student": model}), forward, loss,
+        lambda: ctx.evaluate(model, reference), ctx.checkpoint("baseline"), epochs,
+    )  # fmt: skip
+    ctx.train(phase)
+    return model, phase.history
 
 
 def _write_outputs(
@@ -224,6 +193,9 @@ ARTIFACT_NAMES = (
     "student.safetensors",
     "student.pt",
     "student.onnx",
+    "teacher.safetensors",
+    "teacher.pt",
+    "teacher.onnx",
     "config.json",
     "report.json",
     "metrics.jsonl",

@@ -49,12 +49,14 @@ def resolve_spec(session: Session, *, spec: dict[str, Any], tenant_id: str, sett
         raise RuntimeError(f"stored job spec does not match distill.config.JobConfig: {exc}") from exc
 
     teacher = config.teacher
-    if teacher.file_id is None:
-        raise RuntimeError("stored job spec names a teacher path instead of a file id")
-    row = _file(session, file_id=teacher.file_id, tenant_id=tenant_id, purpose="teacher", param="teacher.file_id")
-    path = _local_path(settings, row, "teacher.file_id")
-    fmt = teacher.format or (row.format if row.format in TEACHER_FORMATS else None)
-    config.teacher = teacher.model_copy(update={"path": path, "file_id": None, "format": fmt})
+    # Self mode has no teacher, and an online teacher trained from scratch has no file.
+    if teacher is not None and teacher.init == "checkpoint":
+        if teacher.file_id is None:
+            raise RuntimeError("stored job spec names a teacher path instead of a file id")
+        row = _file(session, file_id=teacher.file_id, tenant_id=tenant_id, purpose="teacher", param="teacher.file_id")
+        path = _local_path(settings, row, "teacher.file_id")
+        fmt = teacher.format or (row.format if row.format in TEACHER_FORMATS else None)
+        config.teacher = teacher.model_copy(update={"path": path, "file_id": None, "format": fmt})
 
     updates: dict[str, str] = {}
     for name in ("train", "validation"):

@@ -38,6 +38,7 @@ def export_student(
     example_input: Tensor,
     atol: float = 1e-4,
     metadata: dict[str, str] | None = None,
+    prefix: str = "student",
 ) -> dict[str, Path]:
     """Write and verify the three student files in `out_dir`; return {file name: path}.
 
@@ -60,17 +61,21 @@ def export_student(
         expected = [_logits(cpu_model(batch)) for batch in (x, x_other)]  # (N, C), (N+1, C)
 
     token = uuid.uuid4().hex[:8]
-    staged = {name: out / f".{name}.{token}.tmp" for name in (SAFETENSORS_NAME, TORCHSCRIPT_NAME, ONNX_NAME)}
+    # `prefix` names the network: "student", or "teacher" for the trained peer of online mode.
+    st_name, ts_name, onnx_name = (
+        n.replace("student", prefix, 1) for n in (SAFETENSORS_NAME, TORCHSCRIPT_NAME, ONNX_NAME)
+    )
+    staged = {name: out / f".{name}.{token}.tmp" for name in (st_name, ts_name, onnx_name)}
     try:
-        write_safetensors(cpu_model, staged[SAFETENSORS_NAME], metadata)
-        _check_state(cpu_model, staged[SAFETENSORS_NAME])
+        write_safetensors(cpu_model, staged[st_name], metadata)
+        _check_state(cpu_model, staged[st_name])
 
-        write_torchscript(cpu_model, staged[TORCHSCRIPT_NAME], x)
-        scripted = load_torchscript(staged[TORCHSCRIPT_NAME])
+        write_torchscript(cpu_model, staged[ts_name], x)
+        scripted = load_torchscript(staged[ts_name])
         _check_outputs("TorchScript", scripted, (x, x_other), expected, atol)
 
-        write_onnx(cpu_model, staged[ONNX_NAME], x)
-        session = load_onnx_session(staged[ONNX_NAME], threads=1)
+        write_onnx(cpu_model, staged[onnx_name], x)
+        session = load_onnx_session(staged[onnx_name], threads=1)
         _check_outputs("ONNX", lambda b: onnx_predict(session, b), (x, x_other), expected, atol)
 
         final = {}

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import UserError
+from distill.losses.outputs import Outputs
+from distill.models.taps import Taps, list_layers
 
 DEFAULT_BATCH_SIZE = 1024
 
@@ -53,6 +55,35 @@ class Teacher(ABC):
                 pick_logits(self._forward_batch(chunk)).to(x.device, torch.float32) for chunk in x.split(batch_size)
             ]
         return torch.cat(outs)
+
+    def outputs(self, x: Tensor, paths: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> Outputs:
+        """Logits plus the outputs of the modules at `paths` (float32, on `x.device`), without gradients."""
+        if not paths:
+            return Outputs(self.logits(x, batch_size=batch_size))
+        taps = self._taps(tuple(paths))
+        chunks = []
+        with torch.no_grad():
+            for chunk in x.split(batch_size):
+                chunks.append(taps(self._prepare(chunk)))
+        return Outputs(
+            torch.cat([c.logits for c in chunks]).to(x.device, torch.float32),
+            {p: torch.cat([c.features[p] for c in chunks]).to(x.device, torch.float32) for p in paths},
+        )
+
+    def _taps(self, paths: tuple[str, ...]) -> Taps:
+        raise UserError(
+            f"feature and relation knowledge need a teacher whose layers can be read; a {self.format} teacher "
+            "gives logits only. Upload it as a state_dict or safetensors file with its architecture.",
+            code="untappable_teacher",
+            param="teacher",
+        )
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x
+
+    def layers(self, input_shape: Sequence[int]) -> list[dict[str, Any]]:
+        """Module paths with output shapes, for choosing `layers`; [] when the format has none to show."""
+        return []
 
     def output_size(self, input_shape: tuple[int, ...]) -> int:
         """Number of logits per example, found by a dry run on zeros of shape (2, *input_shape).
@@ -102,9 +133,26 @@ class TorchTeacher(Teacher):
         floats = [p.dtype for p in params if p.is_floating_point()]
         self._input_dtype = floats[0] if floats else torch.float32  # a float64 or half teacher gets its own dtype
 
+        self._tap_sets: dict[tuple[str, ...], Taps] = {}
+
     def _forward_batch(self, x: Tensor) -> Any:
         assert self.module is not None
-        return self.module(x.to(self.device, self._input_dtype))
+        return self.module(self._prepare(x))
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x.to(self.device, self._input_dtype)
+
+    def _taps(self, paths: tuple[str, ...]) -> Taps:
+        assert self.module is not None
+        if paths not in self._tap_sets:
+            self._tap_sets[paths] = Taps(self.module, paths)
+        return self._tap_sets[paths]
+
+    def layers(self, input_shape: Sequence[int]) -> list[dict[str, Any]]:
+        assert self.module is not None
+        if isinstance(self.module, torch.jit.ScriptModule):
+            return []
+        return list_layers(self.module, input_shape, dtype=self._input_dtype)
 
 
 def pick_logits(out: Any) -> Tensor:

@@ -1,8 +1,13 @@
 """The training loop: one function that reads top to bottom (nanoGPT habit).
 
+What trains is a set of modules (`Phase.trainables`: the student, the adapters inside the loss, the
+second network of online mode, the auxiliary heads of self mode): one optimizer over all of them, one
+`.to(device)`, one checkpoint. The mode decides what a step's forward pass is (`Phase.forward`), so this
+loop never branches on the mode (distill/modes/ is the one place that knows them).
+
 Determinism and exact resume: the shuffle order of epoch e is a pure function of (seed, e), the
-augmentation noise of step s a pure function of (seed, s), and the checkpoint carries the model,
-optimizer, scheduler and the global RNG (dropout). So a run stopped after any step and resumed with
+augmentation noise of step s a pure function of (seed, s), and the checkpoint carries every trainable
+module, the optimizer, scheduler and the global RNG (dropout). So a run stopped after any step and resumed with
 the same spec ends with the same weights as one that never stopped (on the CPU; CUDA kernels are not
 bit-deterministic).
 """
@@ -26,31 +31,39 @@ from distill.losses.outputs import Outputs
 from distill.training.augment import augment
 from distill.training.checkpoint import load_checkpoint, save_checkpoint
 from distill.training.device import autocast_for
+from distill.training.job_progress import JobProgress
 from distill.training.optim import build_optimizer, build_scheduler
 from distill.training.stop import StopFlag
-from distill.training.teacher_signal import TeacherSignal
 
 # loss(student, teacher, target) -> (total, {"loss": total, term name: value}) — see losses.WeightedSum
 LossFn = Callable[[Outputs, Outputs | None, Tensor | None], tuple[Tensor, dict[str, float]]]
-# evaluate(model) -> {metric name: value}, run after every epoch on the validation set
-EvalFn = Callable[[nn.Module], dict[str, float]]
+# evaluate() -> {metric name: value}, run after every epoch on the validation set
+EvalFn = Callable[[], dict[str, float]]
+# forward(indices, x) -> (student outputs, teacher outputs or None) for one batch of the transfer set
+ForwardFn = Callable[[Tensor, Tensor], tuple[Outputs, Outputs | None]]
 
 PROGRESS_INTERVAL_S = 0.5
 
 
 @dataclass
 class Phase:
-    """One training run of the job (the distilled student, or the no-teacher baseline)."""
+    """One training run of the job: a hint stage, the distillation itself, a generation, the baseline."""
 
-    name: str  # "train" or "baseline"
+    name: str  # "train", "hint", "baseline", "generation2", ...
     x: Tensor  # (N, ...) transfer inputs, CPU float32
     y: Tensor | None  # (N,) int64, -1 = unlabeled
+    trainables: nn.ModuleDict  # everything the optimizer updates and the checkpoint holds
+    forward: ForwardFn
     loss: LossFn
-    teacher: TeacherSignal | None
     evaluate: EvalFn
     checkpoint: Path
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)  # metric records, for metrics.jsonl
+
+
+def steps_for(n: int, epochs: int, *, batch_size: int) -> int:
+    """Optimizer steps of a phase over n examples: what JobProgress plans the whole job with."""
+    return math.ceil(n / batch_size) * epochs
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> Tensor:
@@ -59,19 +72,19 @@ def _epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 
 
 def train(
-    model: nn.Module,
     phase: Phase,
     spec: TrainingSpec,
     *,
     device: torch.device,
     emit: Emitter,
     stop: StopFlag,
+    progress: JobProgress,
     resume: bool = False,
-) -> nn.Module:
-    """Train `model` in place for `phase.epochs`; checkpoint every epoch and on stop. Returns the model."""
+) -> None:
+    """Train `phase.trainables` in place for `phase.epochs`; checkpoint every epoch and on stop."""
     n = len(phase.x)
     steps_per_epoch = math.ceil(n / spec.batch_size)
-    total_steps = steps_per_epoch * phase.epochs
+    model = phase.trainables
     model.to(device)
     optimizer = build_optimizer(model, spec)
     scheduler = build_scheduler(optimizer, spec, steps_per_epoch=steps_per_epoch, epochs=phase.epochs)
@@ -101,8 +114,7 @@ def train(
         save_checkpoint(state, phase.checkpoint)
         emit("checkpoint", phase=phase.name, epoch=epoch, step=step_in_epoch, path=str(phase.checkpoint))
 
-    started = time.perf_counter()
-    done_at_start = start_epoch * steps_per_epoch + start_step
+    progress.enter(phase.name, done=start_epoch * steps_per_epoch + start_step)
     last_progress = 0.0
     for epoch in range(start_epoch, phase.epochs):
         model.train()
@@ -117,9 +129,8 @@ def train(
             y = None if phase.y is None else phase.y[idx].to(device, non_blocking=True)  # (B,)
             if spec.augment != "none":
                 x = augment(x, spec.augment, torch.Generator().manual_seed(spec.seed * 7_919 + global_step))
-            teacher = None if phase.teacher is None else Outputs(phase.teacher(idx, x))  # (B, C)
             with autocast():
-                student = Outputs(model(x))  # (B, C)
+                student, teacher = phase.forward(idx, x)  # logits (B, C) and the tapped features of each
             loss, parts = phase.loss(student, teacher, y)
             if not math.isfinite(parts["loss"]):
                 raise UserError(
@@ -144,41 +155,22 @@ def train(
             now = time.perf_counter()
             if now - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = now
-                _progress(emit, phase, epoch, global_step + 1, total_steps, done_at_start, now - started)
+                progress.report(
+                    epoch=epoch + 1, epochs=phase.epochs, done=global_step + 1, step_in_epoch=step_in_epoch + 1
+                )
 
         model.eval()
         values = {f"train/{k}": v / max(seen, 1) for k, v in running.items()}
         values["train/lr"] = scheduler.current_lr()
         if (epoch + 1) % spec.eval_every == 0 or epoch + 1 == phase.epochs:
-            values.update({f"val/{k}": v for k, v in phase.evaluate(model).items()})
+            values.update({f"val/{k}": v for k, v in phase.evaluate().items()})
         if phase.name != "train":  # e.g. "baseline/val/top1", so its series never mix with the student's
             values = {f"{phase.name}/{k}": v for k, v in values.items()}
         step = (epoch + 1) * steps_per_epoch
         phase.history.extend({"name": k, "step": step, "epoch": epoch + 1, "value": v} for k, v in values.items())
         emit("metrics", phase=phase.name, step=step, epoch=epoch + 1, values=values)
-        _progress(emit, phase, epoch, step, total_steps, done_at_start, time.perf_counter() - started)
+        progress.report(epoch=epoch + 1, epochs=phase.epochs, done=step, step_in_epoch=steps_per_epoch)
         checkpoint(epoch + 1, 0)
         if stop.requested:
             raise Cancelled(f"{phase.name}: stopped after epoch {epoch + 1}")
     model.eval()
-    return model
-
-
-def _progress(
-    emit: Emitter, phase: Phase, epoch: int, done: int, total: int, done_at_start: int, elapsed: float
-) -> None:
-    """ETA from this process's own pace (steps done since it started), so a resumed run estimates honestly."""
-    fresh = done - done_at_start
-    eta = elapsed / fresh * (total - done) if fresh > 0 else None
-    steps_per_epoch = total // phase.epochs
-    emit(
-        "progress",
-        phase=phase.name,
-        epoch=min(epoch + 1, phase.epochs),
-        epochs=phase.epochs,
-        step=done,
-        steps=total,
-        fraction=round(done / total, 4),
-        eta_seconds=None if eta is None else round(eta, 1),
-        step_in_epoch=done - epoch * steps_per_epoch,
-    )

@@ -120,8 +120,11 @@ def test_progress_and_metrics_events(files: dict[str, Path], tmp_path: Path) -> 
     progress = events.of_type("progress")
     assert progress[-1]["fraction"] == 1.0 and progress[-1]["phase"] == "baseline"
     train_progress = [p for p in progress if p["phase"] == "train"]
-    assert train_progress[-1]["step"] == train_progress[-1]["steps"] == 3 * 13  # 400 examples / 32 = 13 steps
-    fractions = [p["fraction"] for p in train_progress]
+    # Progress covers the whole job: 3 epochs × 13 steps (400 examples / 32) of distillation, then as many
+    # steps of baseline, so the distillation phase ends half way.
+    assert train_progress[-1]["step"] == 3 * 13 and train_progress[-1]["steps"] == 2 * 3 * 13
+    assert train_progress[-1]["fraction"] == 0.5
+    fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions)
     metrics = [m for m in events.of_type("metrics") if m["phase"] == "train"]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
@@ -175,6 +178,9 @@ def test_baseline_is_trained_on_the_labeled_examples_with_the_same_step_budget(
         out_dir=tmp_path / "out",
         emit=events,
     )
-    steps = {p["phase"]: p["steps"] for p in events.of_type("progress")}
-    assert steps["train"] == 3 * 13 and steps["baseline"] == 10 * 4  # 13 steps × 3 epochs ≈ 4 steps × 10 epochs
+    last = {p["phase"]: p for p in events.of_type("progress")}  # step and steps count the whole job
+    assert last["train"]["step"] == 3 * 13
+    assert (
+        last["baseline"]["step"] == last["baseline"]["steps"] == 3 * 13 + 10 * 4
+    )  # 13 steps × 3 epochs ≈ 4 steps × 10 epochs
     assert report["baseline"]["top1"] > 0.3 and "distillation_gain_top1" in report
