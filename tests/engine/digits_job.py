@@ -64,3 +64,43 @@ def write_job(folder: Path, paths: dict[str, Path], **overrides: Any) -> Path:
     path = folder / "job.json"
     path.write_text(json.dumps(job_document(paths, **overrides)))
     return path
+
+
+CONV_TEACHER_ARCH = {"name": "cnn", "kwargs": {"channels": [16, 32], "hidden": 32}}
+CONV_STUDENT_ARCH = {"name": "cnn", "kwargs": {"channels": [8, 16], "hidden": 32}}
+
+
+def make_conv_teacher(folder: Path, paths: dict[str, Path], n: int = 400) -> Path:
+    """A conv teacher (two stages, so feature terms have layers to pair) trained briefly on the same digits."""
+    data = DATASETS.create("digits")
+    x, y = data.x[:n], data.y[:n].long()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        teacher = build_model(ArchitectureSpec(**CONV_TEACHER_ARCH), input_shape=(1, 8, 8), num_classes=10)
+        optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+        for _ in range(8):
+            for idx in torch.randperm(n).split(50):
+                loss = nn.functional.cross_entropy(teacher(x[idx]), y[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    path = folder / "conv_teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, path)
+    return path
+
+
+def conv_job_config(paths: dict[str, Path], conv_teacher: Path, **overrides: Any) -> JobConfig:
+    """The digits job with the conv teacher and a small conv student (2 epochs)."""
+    base = {
+        "teacher": {"path": str(conv_teacher), "architecture": CONV_TEACHER_ARCH},
+        "student": {"architecture": CONV_STUDENT_ARCH},
+        "training": {"epochs": 2},
+    }
+    merged = {**base, **overrides}
+    doc = job_document(paths, **merged)
+    if overrides.get("teacher", "") is None:
+        del doc["teacher"]
+    for key in ("knowledge", "teacher"):  # replaced whole, not merged: the short and long forms do not mix
+        if isinstance(overrides.get(key), dict):
+            doc[key] = overrides[key]
+    return JobConfig.model_validate(doc)
