@@ -26,13 +26,19 @@ from torch import nn
 
 from bench.common import split_dataset, train_teacher, write_result
 from distill.config import ArchitectureSpec, TrainingSpec
-from distill.losses import build_response_loss
+from distill.evaluation.metrics import agreement, classification_report, mean_kl
+from distill.losses import Outputs, build_response_loss
 from distill.models import build_model, count_parameters
-from distill.runner import make_evaluator
 from distill.teachers import load_teacher
-from distill.training.loop import Phase, train
+from distill.training.job_progress import JobProgress
+from distill.training.loop import Phase, steps_for, train
 from distill.training.stop import StopFlag
-from distill.training.teacher_signal import CachedLogits, LiveTeacher, teacher_logits_for
+from distill.training.teacher_signal import CachedOutputs, LiveTeacher, teacher_logits_for
+
+
+def top1(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float(classification_report(logits, y)["top1"])
+
 
 STUDENTS_TO_TRY = {
     "mlp64": ArchitectureSpec(name="mlp", kwargs={"hidden": [64]}),  # tiny: per-step overhead shows most
@@ -67,18 +73,26 @@ def engine_loop(
     model = build_model(STUDENT, input_shape=tuple(x.shape[1:]), num_classes=num_classes)
     spec = TrainingSpec(epochs=EPOCHS, batch_size=BATCH, lr=LR, seed=seed, schedule="cosine", eval_every=eval_every)
     teacher_val = teacher_logits_for(teacher, vx)
+    signal = CachedOutputs(Outputs(logits)) if logits is not None else LiveTeacher(teacher)
+
+    def forward(idx: torch.Tensor, xb: torch.Tensor) -> tuple[Outputs, Outputs]:
+        return Outputs(model(xb)), signal(idx, xb)
+
+    @torch.inference_mode()
+    def evaluate() -> dict[str, float]:  # what the engine's JobContext.evaluate computes
+        model.eval()
+        val = model(vx)
+        return {"agreement": agreement(teacher_val, val), "kl": mean_kl(teacher_val, val), "top1": top1(val, vy)}
+
+    loss = build_response_loss(temperature=4.0, lambda_=0.5, labeled=True)
     phase = Phase(
-        "train",
-        x,
-        y,
-        build_response_loss(temperature=4.0, lambda_=0.5, labeled=True),
-        CachedLogits(logits) if logits is not None else LiveTeacher(teacher),
-        make_evaluator(vx, vy, teacher_val, device=torch.device("cpu")),
-        Path("/tmp/distillery-bench-overhead.pt"),
-        EPOCHS,
-    )
+        "train", x, y, nn.ModuleDict({"student": model, "loss": loss}), forward, loss, evaluate,
+        Path("/tmp/distillery-bench-overhead.pt"), EPOCHS,
+    )  # fmt: skip
+    emit = lambda *a, **k: None  # noqa: E731
+    progress = JobProgress(emit, [("train", steps_for(len(x), EPOCHS, batch_size=BATCH))])
     start = time.perf_counter()
-    train(model, phase, spec, device=torch.device("cpu"), emit=lambda *a, **k: None, stop=StopFlag())
+    train(phase, spec, device=torch.device("cpu"), emit=emit, stop=StopFlag(), progress=progress)
     return time.perf_counter() - start
 
 
