@@ -62,7 +62,27 @@ class TeacherSpec(Spec):
 
 
 class StudentSpec(Spec):
-    architecture: ArchitectureSpec = Field(description="The student to train.")
+    architecture: ArchitectureSpec | None = Field(
+        None, description="A registry student (see `python -m distill archs`)."
+    )
+    path: str | None = Field(None, description="Local path of an ONNX student graph (engine and CLI).")
+    file_id: str | None = Field(None, description="An uploaded file of purpose 'student' (ONNX, any framework).")
+    init: Literal["random", "weights"] = Field(
+        "random", description="ONNX student: start from fresh weights (random) or from the graph's own (weights)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentSpec:
+        given = [name for name in ("architecture", "path", "file_id") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of student.architecture or student.file_id (an uploaded ONNX graph)")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """What the report and config.json say the student is."""
+        if self.architecture is not None:
+            return self.architecture.model_dump()
+        return {"onnx": self.file_id or (self.path and self.path.rsplit("/", 1)[-1]), "init": self.init}
 
 
 class DatasetSpec(Spec):

@@ -29,6 +29,7 @@ class NetworkLayers:
     shapes: Shapes  # path -> output shape without the batch dim, from a dry run
     feature_layers: list[str]  # shallow to deep, from the architecture ([] if it names none)
     embedding_layer: str | None  # the classifier's input, if named
+    unavailable: str | None = None  # why this network's layers cannot be read at all (a TorchScript teacher)
 
 
 @dataclass
@@ -56,6 +57,8 @@ def build_knowledge(
         if isinstance(term, ResponseTerm):
             terms[name] = (term.weight, SoftTargetLoss(term.temperature))
             continue
+        if teacher.unavailable is not None:
+            raise UserError(teacher.unavailable, code="untappable_teacher", param="teacher")
         pairs, auto = _pairs(term, where, teacher=teacher, student=student)
         if auto:
             pairing.append(f"{where} ({name}): layers paired automatically: {auto}")

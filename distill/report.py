@@ -57,7 +57,7 @@ def build_report(
         teacher_block.pop("agreement", None)
         teacher_block.pop("kl_teacher_student", None)
     student_block = _model_block(student, val_x, val_y, reference, batch)
-    student_block["architecture"] = config.student.architecture.model_dump()
+    student_block["architecture"] = config.student.describe()
     student_block["bytes"] = os.path.getsize(student_file)
 
     t_params = None if teacher_block is None else teacher_block.get("params")

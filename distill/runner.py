@@ -174,9 +174,13 @@ def _write_outputs(
     history: list[dict[str, Any]],
 ) -> None:
     arch = config.student.architecture
-    kwargs = {"input_shape": list(data.input_shape), "num_classes": num_classes, **arch.kwargs}
+    if arch is not None:
+        kwargs = {"input_shape": list(data.input_shape), "num_classes": num_classes, **arch.kwargs}
+        student: dict[str, Any] = {"architecture": {"name": arch.name, "kwargs": kwargs}}
+    else:  # an ONNX student: student.onnx and student.pt are the architecture; safetensors holds its weights
+        student = {"onnx": config.student.describe()}
     student_config = {
-        "student": {"architecture": {"name": arch.name, "kwargs": kwargs}},
+        "student": student,
         "input_shape": list(data.input_shape),
         "num_classes": num_classes,
         "inference_temperature": 1.0,

@@ -16,6 +16,7 @@ from distill.models import build_model, feature_layers
 from distill.modes import needs_file_teacher
 from distill.modes.context import network_layers, teacher_layers
 from distill.modes.online import check_trainable
+from distill.students import build_student
 from distill.teachers import load_teacher
 
 
@@ -50,7 +51,7 @@ def check_job(config: JobConfig) -> None:
             device="cpu",
         )
     num_classes = data.num_classes or (teacher.output_size(data.input_shape) if teacher else 0)
-    student = build_model(config.student.architecture, input_shape=data.input_shape, num_classes=num_classes)
+    student = build_student(config.student, input_shape=data.input_shape, num_classes=num_classes)
     if config.mode == "offline" and teacher is not None:
         build_knowledge(
             config.knowledge,
@@ -73,6 +74,6 @@ def check_job(config: JobConfig) -> None:
         and not feature_layers(student)
     ):
         raise UserError(
-            f"self method 'heads' needs a student with named stages; {config.student.architecture.name!r} has none",
+            "self method 'heads' needs a student with named stages (a registry architecture that lists feature_layers)",
             param="self.method",
         )

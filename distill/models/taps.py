@@ -19,6 +19,12 @@ from torch.utils.hooks import RemovableHandle
 from distill.errors import UserError
 from distill.losses.outputs import Outputs
 
+TORCHSCRIPT_UNTAPPABLE = (
+    "feature and relation knowledge read a teacher's layers by forward hooks, which a TorchScript graph does not "
+    "run; export it to ONNX instead (torch.onnx.export(model, example, 'teacher.onnx'); its layers are then named "
+    "by tensor name) or upload a state_dict / safetensors file with its architecture"
+)
+
 
 def first_tensor(out: Any) -> Tensor | None:
     """A module's output as one tensor: the tensor, `out['logits']`, or the first tensor of a tuple."""
@@ -33,7 +39,17 @@ def first_tensor(out: Any) -> Tensor | None:
 
 
 def module_paths(model: nn.Module) -> list[str]:
+    """What a term may name: module paths, or ONNX tensor names for a converted graph (`tap_modules`)."""
+    names = _tensor_names(model)
+    if names is not None:
+        return list(names)
     return [name for name, _ in model.named_modules() if name]
+
+
+def _tensor_names(model: nn.Module) -> dict[str, str] | None:
+    """A converted ONNX graph (distill/onnx) is tapped by its tensor names, each produced by one submodule."""
+    names = getattr(model, "tap_modules", None)
+    return names if isinstance(names, dict) else None
 
 
 def closest_paths(path: str, valid: Sequence[str], n: int = 5) -> list[str]:
@@ -52,7 +68,10 @@ def unknown_layer(path: str, valid: Sequence[str], *, param: str) -> UserError:
 
 
 def resolve(model: nn.Module, path: str, *, param: str) -> nn.Module:
-    if path:
+    names = _tensor_names(model)
+    if names is not None and path in names:
+        return model.get_submodule(names[path])
+    if path and names is None:
         try:
             return model.get_submodule(path)
         except (AttributeError, IndexError, TypeError):
@@ -69,13 +88,7 @@ class Taps:
 
     def __init__(self, model: nn.Module, paths: Sequence[str], *, params: Sequence[str] | None = None) -> None:
         if paths and isinstance(model, torch.jit.ScriptModule):
-            raise UserError(
-                "feature and relation knowledge read a TorchScript teacher's submodules by forward hooks, which "
-                "scripted graphs do not run; upload the teacher as a state_dict or safetensors file with its "
-                "architecture instead",
-                code="untappable_teacher",
-                param="teacher",
-            )
+            raise UserError(TORCHSCRIPT_UNTAPPABLE, code="untappable_teacher", param="teacher")
         self.model = model
         self.paths = list(dict.fromkeys(paths))
         self._store: dict[str, Tensor] = {}
@@ -129,14 +142,17 @@ def list_layers(
     """
     shapes: dict[str, tuple[list[int], str]] = {}
     handles = []
-    for name, module in model.named_modules():
+    names = _tensor_names(model)
+    listed = [(t, model.get_submodule(m)) for t, m in names.items()] if names is not None else model.named_modules()
+    for name, module in listed:
         if not name:
             continue
 
         def hook(m: nn.Module, args: Any, out: Any, name: str = name) -> None:
             tensor = first_tensor(out)
             if tensor is not None and name not in shapes:
-                shapes[name] = ([int(d) for d in tensor.shape[1:]], type(m).__name__)
+                kind = getattr(m, "kind", None) if names is not None else None
+                shapes[name] = ([int(d) for d in tensor.shape[1:]], kind or type(m).__name__)
 
         handles.append(module.register_forward_hook(hook))
     was_training = model.training

@@ -15,8 +15,9 @@ from distill.errors import UserError
 from distill.evaluation.metrics import agreement, classification_report, mean_kl
 from distill.events import Emitter
 from distill.knowledge import NetworkLayers
-from distill.models import build_model, embedding_layer, feature_layers
-from distill.models.taps import layer_shapes
+from distill.models import embedding_layer, feature_layers
+from distill.models.taps import TORCHSCRIPT_UNTAPPABLE, layer_shapes
+from distill.students import build_student
 from distill.teachers import Teacher, load_teacher
 from distill.training.job_progress import JobProgress
 from distill.training.loop import Phase, train
@@ -48,11 +49,9 @@ class JobContext:
         return labels_or_none(self.data.validation.y)
 
     def build_student(self, *, seed_offset: int = 0) -> nn.Module:
-        """The registry student, its weights drawn from a generator seeded by the job (a CPU run repeats)."""
+        """The student (registry or ONNX), its weights drawn from a generator seeded by the job (a CPU run repeats)."""
         torch.manual_seed(self.config.training.seed + seed_offset)
-        return build_model(
-            self.config.student.architecture, input_shape=self.data.input_shape, num_classes=self.num_classes
-        )
+        return build_student(self.config.student, input_shape=self.data.input_shape, num_classes=self.num_classes)
 
     def train(self, phase: Phase) -> None:
         train(
@@ -110,6 +109,8 @@ def network_layers(model: nn.Module, input_shape: tuple[int, ...]) -> NetworkLay
 
 
 def teacher_layers(teacher: Teacher, input_shape: tuple[int, ...]) -> NetworkLayers:
+    if isinstance(teacher.module, torch.jit.ScriptModule):
+        return NetworkLayers({}, [], None, unavailable=TORCHSCRIPT_UNTAPPABLE)
     shapes = {e["path"]: tuple(e["shape"]) for e in teacher.layers(input_shape)}
     if teacher.module is None:
         return NetworkLayers(shapes, [], None)

@@ -54,7 +54,7 @@ def run(ctx: JobContext) -> ModeResult:
     layers = stages[:-1] or stages
     if not layers:
         raise UserError(
-            f"self method 'heads' needs a student with named stages; {ctx.config.student.architecture.name!r} has none",
+            "self method 'heads' needs a student with named stages (a registry architecture that lists feature_layers)",
             code="invalid_job",
             param="self.method",
         )

@@ -73,7 +73,7 @@ class Teacher(ABC):
     def _taps(self, paths: tuple[str, ...]) -> Taps:
         raise UserError(
             f"feature and relation knowledge need a teacher whose layers can be read; a {self.format} teacher "
-            "gives logits only. Upload it as a state_dict or safetensors file with its architecture.",
+            "gives logits only. Export it to ONNX or upload a state_dict / safetensors file with its architecture.",
             code="untappable_teacher",
             param="teacher",
         )

@@ -100,7 +100,7 @@ def conv_job_config(paths: dict[str, Path], conv_teacher: Path, **overrides: Any
     doc = job_document(paths, **merged)
     if overrides.get("teacher", "") is None:
         del doc["teacher"]
-    for key in ("knowledge", "teacher"):  # replaced whole, not merged: the short and long forms do not mix
+    for key in ("knowledge", "teacher", "student"):  # replaced whole, not merged: the short and long forms do not mix
         if isinstance(overrides.get(key), dict):
             doc[key] = overrides[key]
     return JobConfig.model_validate(doc)
