@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import AppError
+from distill.config import Term
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,43 @@ def envelope(status_code: int, code: str, message: str, param: str | None = None
     return JSONResponse({"error": {"code": code, "message": message, "param": param}}, status_code, **kwargs)
 
 
-def error_param(loc: tuple[int | str, ...] | list[int | str]) -> str | None:
-    """pydantic's location → the dotted field path a client sent: ('body', 'knowledge', 'lambda') → knowledge.lambda."""
+def _union_tags() -> frozenset[str]:
+    """The `type` values of the knowledge-term union: pydantic puts the chosen one in the error location."""
+    union, *_ = get_args(Term)
+    return frozenset(str(member.model_fields["type"].default) for member in get_args(union))
+
+
+_UNION_TAGS = _union_tags()
+_LOCATION_ROOTS = ("body", "query", "path", "header", "cookie")
+
+
+def _is_union_member(part: str, previous: int | str | None) -> bool:
+    """A segment pydantic inserts to say which member of a union failed, not a field the client wrote:
+    a discriminated union's tag after a list index (`terms`, 1, `feature`), or a plain union's member,
+    named by its type (`str`, `list[str]`) or model class (`TeacherSpec`)."""
+    if isinstance(previous, int) and part in _UNION_TAGS:
+        return True
+    return part in ("str", "int", "float", "bool", "none") or "[" in part or part[:1].isupper()
+
+
+def error_param(loc: tuple[int | str, ...] | list[int | str], *, error_type: str | None = None) -> str | None:
+    """pydantic's location → the field path a client sent, in the contract's form: list indexes in brackets,
+    union members dropped. ('body', 'knowledge', 'terms', 1, 'feature', 'layers', 0, 'teacher', 'str') →
+    knowledge.terms[1].layers[0].teacher; a union's missing or unknown tag names the tag field itself."""
     parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+    if parts and parts[0] in _LOCATION_ROOTS:
         parts = parts[1:]
-    return ".".join(str(part) for part in parts) or None
+    out = ""
+    previous: int | str | None = None
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _is_union_member(part, previous):
+            out += f".{part}" if out else part
+        previous = part
+    if error_type in ("union_tag_invalid", "union_tag_not_found") and out:
+        out += ".type"
+    return out or None
 
 
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -50,8 +82,10 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     if not errors:
         return envelope(422, "invalid_request", "the request is invalid")
     first = errors[0]
-    param = error_param(first.get("loc", ()))
+    param = error_param(first.get("loc", ()), error_type=first.get("type"))
     message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "value_error" and "error" in first.get("ctx", {}):
+        message = str(first["ctx"]["error"])  # a validator's own sentence, without pydantic's "Value error, "
     if first.get("type") == "json_invalid":
         return envelope(422, "invalid_json", f"the body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
     if first.get("type") == "missing":

@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.architectures.endpoints import router as architectures_router
 from app.artifacts.endpoints import router as artifacts_router
 from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
@@ -60,11 +62,12 @@ def create_app(
     app.state.settings = settings
     app.state.sessionmaker = resolved_factory
     app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
+    app.state.probe_limiter = anyio.CapacityLimiter(settings.probe_concurrency)
     registry, http_histogram = make_registry(resolved_factory)
     app.state.metrics_registry = registry
 
     register_error_handlers(app)
     app.add_middleware(HttpMetricsMiddleware, histogram=http_histogram)
-    for router in (files_router, jobs_router, artifacts_router, ops_router):
+    for router in (files_router, jobs_router, artifacts_router, architectures_router, ops_router):
         app.include_router(router)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=30.0, gt=0)
+    # The probe (app/probe.py): the sandboxed child that runs an uploaded model for the API, e.g. to list
+    # its layers. Torch alone takes a few seconds and ~1 GiB of address space to start.
+    probe_timeout_seconds: float = Field(default=60.0, gt=0)
+    probe_cpu_seconds: int = Field(default=60, ge=1)
+    probe_memory_mb: int = Field(default=4096, ge=256)
+    probe_output_mb: int = Field(default=16, ge=1)
+    # auto: bubblewrap where it can run, else rlimits only; bwrap: refuse to probe without it; off: rlimits.
+    probe_sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    # Probes running at once per API process (each may use probe_memory_mb); more wait their turn.
+    probe_concurrency: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _pool_covers_threads(self) -> Self:

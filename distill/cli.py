@@ -1,4 +1,4 @@
-"""`python -m distill`: run a job from a JSON file, or list the student architectures.
+"""`python -m distill`: run a job from a JSON file, list the student architectures, or list a network's layers.
 
 stdout carries one JSON event per line (the worker reads it); a human progress bar goes to stderr when it
 is a terminal. Exit codes: 0 ok, 1 internal error, 2 user error, 3 cancelled (see distill.errors).
@@ -12,11 +12,11 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from distill.config import JobConfig
+from distill.config import ArchitectureSpec, JobConfig, TeacherFormat
 from distill.errors import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, Cancelled, UserError
 from distill.events import Emitter, JsonLinesEmitter
 from distill.progress import ProgressBar
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "archs":
         return _archs(as_json=args.json)
+    if args.command == "layers":
+        return _layers(args, parser)
     return _run(args)
 
 
@@ -54,7 +56,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     archs = sub.add_parser("archs", help="list the student architectures and their parameters")
     archs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _layers_parser(sub)
     return parser
+
+
+def _layers_parser(sub: Any) -> None:
+    layers = sub.add_parser(
+        "layers",
+        help="list the module paths (with output shapes) that knowledge terms may name",
+        description="List a network's layers: a registry architecture (--architecture NAME) or a checkpoint "
+        "(--checkpoint PATH; weights-only formats also need the architecture). With --json, stdout is one JSON "
+        'object {"input_shape", "data": [{"path", "shape", "type"}], "note"}, or on exit 2 one error event.',
+    )
+    layers.add_argument(
+        "--checkpoint", type=Path, help="a teacher checkpoint (TorchScript, ONNX, safetensors or a state_dict)"
+    )
+    layers.add_argument(
+        "--architecture", help="a registered architecture (python -m distill archs): the network, or the checkpoint's"
+    )
+    layers.add_argument(
+        "--architecture-json", help='instead of --architecture/--kwargs: {"name": ..., "kwargs": {...}}'
+    )
+    layers.add_argument("--kwargs", default="{}", help="the architecture's arguments as a JSON object")
+    layers.add_argument(
+        "--format", choices=list(get_args(TeacherFormat)), help="the checkpoint's format (detected if omitted)"
+    )
+    layers.add_argument("--input-shape", required=True, help="one example's shape without the batch dim, e.g. 1,28,28")
+    layers.add_argument("--num-classes", type=int, default=10, help="outputs of a registry architecture (default 10)")
+    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _field_help(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -87,6 +116,77 @@ def _archs(*, as_json: bool) -> int:
         params = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
         print(f"{entry['name']:<12} {entry['description']}\n{'':<12} {params}")
     return EXIT_OK
+
+
+def _layers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 0 with the listing, 2 with an error event (stdout, --json) or message (stderr), 1 on our bug."""
+    out = _claim_stdout_for_events()
+    try:
+        from distill import layers
+
+        input_shape = _shape_option(args.input_shape)
+        architecture = _architecture_option(args)
+        if args.checkpoint is not None:
+            listing = layers.checkpoint_layers(
+                str(args.checkpoint), format=args.format, architecture=architecture, input_shape=input_shape
+            )
+        elif architecture is None:
+            raise UserError(
+                "give --architecture NAME or --checkpoint PATH", code="invalid_option", param="architecture"
+            )
+        else:
+            listing = layers.architecture_layers(architecture, input_shape=input_shape, num_classes=args.num_classes)
+    except (UserError, MemoryError) as exc:
+        error = exc if isinstance(exc, UserError) else _out_of_memory()
+        if args.json:
+            JsonLinesEmitter(out)("error", **error.as_dict())
+        else:
+            print(f"error: {error.message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        if args.json:
+            JsonLinesEmitter(out)("error", code="internal_error", message="internal error: see the log", param=None)
+        return EXIT_INTERNAL_ERROR
+    out.write((json.dumps(listing) if args.json else layers.format_table(listing)) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _out_of_memory() -> UserError:
+    return UserError(
+        "the network needs more memory than this process may use; list it with a smaller input_shape",
+        code="out_of_memory",
+        param="input_shape",
+    )
+
+
+def _shape_option(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise UserError(
+            f"--input-shape must be positive integers separated by commas, e.g. 1,28,28; got {text!r}",
+            code="invalid_option",
+            param="input_shape",
+        )
+    return shape
+
+
+def _architecture_option(args: argparse.Namespace) -> ArchitectureSpec | None:
+    """--architecture-json, or --architecture NAME with --kwargs; None when neither is given."""
+    try:
+        if args.architecture_json is not None:
+            return ArchitectureSpec.model_validate_json(args.architecture_json)
+        if args.architecture is None:
+            return None
+        return ArchitectureSpec.model_validate({"name": args.architecture, "kwargs": json.loads(args.kwargs)})
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise UserError(
+            f"the architecture is not valid: {' '.join(str(exc).split())[:300]}", code="invalid_kwargs", param="kwargs"
+        ) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from app.architectures.endpoints import KwargsQuery
+from app.architectures.schemas import LayerList
 from app.db import in_worker_thread
-from app.dependencies import SessionDep, SettingsDep, TenantDep
+from app.dependencies import ProbeLimiterDep, SessionDep, SessionFactoryDep, SettingsDep, TenantDep
 from app.errors_doc import error_responses
-from app.files import service
+from app.files import layers, service
 from app.files.schemas import FileList, FileRead
 from app.files.upload import receive_upload
 from app.models import FilePurpose
@@ -83,3 +86,43 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileRead:
 def delete_file(file_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
     service.delete_file(session, tenant=tenant, settings=settings, file_id=file_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{file_id}/layers",
+    response_model=LayerList,
+    responses=error_responses(404, 422),
+    summary="The module paths (with output shapes) of an uploaded teacher, for knowledge.terms[].layers",
+)
+async def file_layers(
+    file_id: str,
+    sessions: SessionFactoryDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    limiter: ProbeLimiterDep,
+    architecture: Annotated[
+        str | None,
+        Query(max_length=64, description="The registry architecture the weights belong to (safetensors, state_dict)."),
+    ] = None,
+    kwargs: KwargsQuery = None,
+    input_shape: Annotated[
+        str | None, Query(max_length=64, description="C,H,W of one example; default: the one recorded at upload.")
+    ] = None,
+) -> LayerList:
+    def plan() -> layers.LayersProbe:
+        # A session of its own, closed before the probe: the probe may take seconds and holds no connection.
+        with sessions() as session:
+            return layers.plan_file_layers(
+                session,
+                tenant=tenant,
+                settings=settings,
+                file_id=file_id,
+                architecture=architecture,
+                kwargs=kwargs,
+                input_shape=input_shape,
+            )
+
+    probe = await run_in_threadpool(plan)
+    # Waiting for a probe slot happens here on the event loop; the probe's thread is outside the DB pool's.
+    listing = await anyio.to_thread.run_sync(lambda: layers.run_file_layers(probe, settings=settings), limiter=limiter)
+    return LayerList.model_validate(listing)

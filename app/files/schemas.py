@@ -22,7 +22,8 @@ class FileRead(BaseModel):
         description="teacher: torchscript | onnx | safetensors | state_dict; dataset: npz.",
     )
     meta: dict[str, Any] = Field(
-        description="dataset: num_examples, input_shape, num_classes, labeled, num_labeled. Teacher: empty."
+        description="dataset: num_examples, input_shape, num_classes, labeled, num_labeled. Teacher: input_shape "
+        "when a safetensors file's metadata records one (the default of GET /v1/files/{id}/layers), else empty."
     )
     created_at: datetime
 

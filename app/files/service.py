@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.architectures.service import check_input_shape
 from app.db import after_commit, after_rollback
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.files import repository
@@ -63,10 +66,30 @@ def inspect_upload(purpose: str, path: str) -> tuple[str, dict[str, Any]]:
     """(format, meta) of an upload, from the engine's own readers; their UserError becomes a 422 on `file`."""
     try:
         if purpose == "teacher":
-            return detect_format(path), {}
+            file_format = detect_format(path)
+            return file_format, teacher_meta(path, file_format)
         return "npz", describe_array_file(path, param=FILE_FIELD)
     except UserError as exc:
         raise InvalidRequest.from_user_error(exc, param=FILE_FIELD) from None
+
+
+def teacher_meta(path: str, file_format: str) -> dict[str, Any]:
+    """What a teacher's header says without loading it: `input_shape` from a safetensors file's metadata
+    (`save_file(..., metadata={"input_shape": "1,28,28"})`), the default of its layers listing."""
+    if file_format != "safetensors":
+        return {}
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))  # detect_format has checked that this is a JSON object
+    text = (header.get("__metadata__") or {}).get("input_shape")
+    if not isinstance(text, str):
+        return {}
+    try:
+        shape = [int(part) for part in text.strip("[]() ").split(",") if part.strip()]
+        check_input_shape(tuple(shape))
+    except (ValueError, InvalidRequest):
+        return {}  # a label someone else wrote: not worth refusing the upload over
+    return {"input_shape": shape}
 
 
 def get_file(session: Session, *, tenant: str, file_id: str) -> File:

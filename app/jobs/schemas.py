@@ -3,23 +3,85 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.artifacts.schemas import ArtifactRead
 from app.models import EventLevel, JobStatus
 from distill.config import ArchitectureSpec, JobConfig, Spec, TeacherFormat
 
 
-class TeacherCreate(Spec):
-    """The service's teacher: an uploaded file. Clients never name server paths (the engine's `path`)."""
+def field_error(model: str, loc: tuple[str | int, ...], message: str) -> ValidationError:
+    """A validation error at `loc` inside the model being validated.
 
-    file_id: str = Field(description="An uploaded file of purpose 'teacher'.")
+    A model validator's ValueError is reported at the model itself; raised as a ValidationError it is
+    nested at `loc`, so the 422 names the field (pydantic prefixes the outer location).
+    """
+    # The message goes in ctx, not the template: engine messages may contain braces.
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(model, [InitErrorDetails(type=error, loc=loc, input=None)])
+
+
+class TeacherCreate(Spec):
+    """The service's teacher: an uploaded file, or (online mode) an architecture trained from scratch.
+
+    Clients never name server paths (the engine's `path`); the rules are those of the engine's TeacherSpec.
+    """
+
+    file_id: str | None = Field(None, description="An uploaded file of purpose 'teacher' (init 'checkpoint').")
     format: TeacherFormat | None = Field(None, description="Checkpoint format; detected at upload if omitted.")
     architecture: ArchitectureSpec | None = Field(
-        None, description="Needed for formats that carry weights without code (safetensors, state_dict)."
+        None,
+        description="Needed for formats that carry weights without code (safetensors, state_dict), and for "
+        "init 'scratch'.",
     )
+    init: Literal["checkpoint", "scratch"] = Field(
+        "checkpoint",
+        description="Online mode only: 'scratch' trains the teacher from random weights (then give "
+        "teacher.architecture and no file_id).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherCreate:
+        if self.init == "scratch":
+            if self.file_id is not None:
+                raise field_error(
+                    "TeacherCreate",
+                    ("file_id",),
+                    "a teacher with init 'scratch' starts from random weights: give no file_id",
+                )
+            if self.architecture is None:
+                raise field_error(
+                    "TeacherCreate", ("architecture",), "a teacher with init 'scratch' needs teacher.architecture"
+                )
+        elif self.file_id is None:
+            raise field_error(
+                "TeacherCreate",
+                ("file_id",),
+                "teacher.file_id is required: the id of a file uploaded with purpose 'teacher' "
+                "(or init 'scratch' with teacher.architecture in mode 'online')",
+            )
+        return self
+
+
+# The engine's mode rules (JobConfig._mode_fits) raise one ValueError for the whole job; the field each
+# message is about, by a phrase in it, checked in order. Anything else is about the mode itself.
+_MODE_ERROR_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("knowledge.terms", ("knowledge", "terms")),
+    ("teacher.init", ("teacher", "init")),
+    ("no teacher", ("teacher",)),
+    ("needs a teacher", ("teacher",)),
+    ("self is only", ("self",)),
+)
+
+
+def mode_error_loc(message: str) -> tuple[str, ...]:
+    for phrase, loc in _MODE_ERROR_FIELDS:
+        if phrase in message:
+            return loc
+    return ("mode",)
 
 
 class JobCreate(JobConfig):
@@ -28,7 +90,20 @@ class JobCreate(JobConfig):
 
     # The override narrows the engine's TeacherSpec (path or file_id) to a file id: the field's type changes,
     # which mypy cannot see is intended for a pydantic field.
-    teacher: TeacherCreate  # type: ignore[assignment]
+    teacher: TeacherCreate | None = Field(  # type: ignore[assignment]
+        None, description="The teacher; required unless mode is 'self'."
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> JobCreate:
+        """The engine's rules (same name: this replaces its validator), with the error at the field it is about."""
+        try:
+            # A plain function at run time; mypy only sees pydantic's decorator proxy.
+            JobConfig._mode_fits(self)  # type: ignore[operator]
+        except ValueError as exc:
+            message = str(exc)
+            raise field_error("JobCreate", mode_error_loc(message), message) from None
+        return self
 
 
 class Progress(BaseModel):

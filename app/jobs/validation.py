@@ -22,8 +22,19 @@ from distill.data import BUILTIN_PREFIX, DATASETS, builtin_name
 from distill.errors import UserError
 from distill.validate import check_job
 
-# The engine names its own fields (the teacher's local path); the client sent the file id.
+# The engine names its own fields (the teacher's local path); the client sent the file id. Every other
+# param (`knowledge.terms[1].layers[0].teacher`, `student.architecture`, ...) is the client's field as is.
 _ENGINE_PARAMS = {"teacher": "teacher.file_id", "teacher.path": "teacher.file_id", "device": "training.device"}
+
+
+def client_param(param: str | None, spec: JobCreate) -> str | None:
+    """The field the client sent for the engine's `param`. A teacher without a file (self mode, or trained
+    from scratch) has no teacher.file_id to blame: there `teacher` stays `teacher`."""
+    if param is None:
+        return None
+    if spec.teacher is None or spec.teacher.init == "scratch":
+        return "teacher.architecture" if param == "teacher" and spec.teacher is not None else param
+    return _ENGINE_PARAMS.get(param, param)
 
 
 def validate_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> None:
@@ -33,8 +44,7 @@ def validate_job(session: Session, *, tenant: str, settings: Settings, spec: Job
     try:
         check_job(engine_config(spec, files, settings))
     except UserError as exc:
-        param = _ENGINE_PARAMS.get(exc.param, exc.param) if exc.param is not None else None
-        raise InvalidRequest.from_user_error(exc, param=param) from None
+        raise InvalidRequest.from_user_error(exc, param=client_param(exc.param, spec)) from None
 
 
 def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any]) -> dict[str, File]:
@@ -95,10 +105,18 @@ def engine_config(spec: JobCreate, files: dict[str, File], settings: Settings) -
     defaults (check_job only objects to a λ the client chose).
     """
     body = spec.model_dump(by_alias=True, exclude_unset=True)
-    teacher = dict(body["teacher"])
-    teacher["path"] = str(settings.upload_path(files["teacher.file_id"].storage_path))
-    del teacher["file_id"]
-    body["teacher"] = teacher
+    if "knowledge" in body and spec.knowledge.terms:
+        # A term's `type` is the union's tag: a default the client left out (or the short form's normalised
+        # term) must still be there for the engine to tell the terms apart.
+        body["knowledge"]["terms"] = [
+            {**term.model_dump(by_alias=True, exclude_unset=True), "type": term.type} for term in spec.knowledge.terms
+        ]
+    if spec.teacher is not None and spec.teacher.init == "checkpoint":
+        # Self mode has no teacher, and one trained from scratch no file: only a checkpoint gets a path.
+        teacher = dict(body["teacher"])
+        teacher["path"] = str(settings.upload_path(files["teacher.file_id"].storage_path))
+        del teacher["file_id"]
+        body["teacher"] = teacher
     dataset = dict(body["dataset"])
     for key in ("train", "validation"):
         file = files.get(f"dataset.{key}")

@@ -98,7 +98,7 @@ def _set(body: dict[str, Any], dotted: str, value: Any) -> None:
         ("dataset.train", "/etc/passwd", "dataset.train"),
         ("dataset.train", "builtin:imagenet", "dataset.train"),
         ("teacher.path", "/srv/teacher.pt", "teacher.path"),
-        ("mode", "online", "mode"),
+        ("mode", "ensemble", "mode"),
     ],
 )
 def test_invalid_spec_is_422_naming_the_field(
