@@ -5,7 +5,7 @@ feature distillation in `feature_layers` (shallow to deep) and names the classif
 `embedding_layer`; the classifier itself is always the module `fc`.
 """
 
-from distill.models import cnn, mlp, resnet  # noqa: F401  (registers the builders)
+from distill.models import cnn, mlp, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (registers the builders)
 from distill.models.build import MAX_PARAMETERS, build_model, count_parameters, embedding_layer, feature_layers
 from distill.models.registry import STUDENTS
 

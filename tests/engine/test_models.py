@@ -10,9 +10,20 @@ import torch
 from distill.config import ArchitectureSpec
 from distill.errors import UserError
 from distill.models import STUDENTS, build_model, count_parameters, embedding_layer, feature_layers
+from distill.models.taps import layer_shapes, list_layers
 
-IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28)]
+# CIFAR, 8×8 digits, MNIST: every architecture runs on all three (the pools are adaptive, the strides guarded).
+IMAGE_SHAPES = [(3, 32, 32), (1, 8, 8), (1, 28, 28)]
 CASES = [(name, shape) for name in STUDENTS.names() for shape in IMAGE_SHAPES] + [("mlp", (64,))]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Students are tiny: two threads only contend (badly, on a busy two-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def build(name: str, **kwargs: object) -> torch.nn.Module:
@@ -35,6 +46,10 @@ def test_every_student_builds_forwards_and_backpropagates(name: str, shape: tupl
     assert feature_layers(model) or name == "mlp"
     for path in [*feature_layers(model), embedding_layer(model), "fc"]:
         assert path in modules, path
+    # The layers endpoints list every feature layer, in call order, so shallow-to-deep is checkable.
+    listed = [entry["path"] for entry in list_layers(model, shape)]
+    order = [listed.index(path) for path in [*feature_layers(model), embedding_layer(model), "fc"]]
+    assert order == sorted(order)
 
 
 def test_feature_layers_are_tappable_and_ordered_shallow_to_deep() -> None:
@@ -81,6 +96,17 @@ def test_unknown_kwarg_lists_valid_params() -> None:
         ("cnn", {"channels": []}, "channels"),
         ("cnn", {"hidden": True}, "hidden"),
         ("cnn", {"num_classes": 1}, "num_classes"),
+        ("cnn", {"head": "max"}, "head"),
+        ("cnn", {"batch_norm": 1}, "batch_norm"),
+        ("vgg", {"depth": 16}, "depth must be one of 8, 11, 13"),
+        ("vgg", {"depth": "8"}, "depth"),
+        ("wrn", {"depth": 20}, "depth must be 6n+4"),
+        ("wrn", {"widen": 0}, "widen"),
+        ("wrn", {"dropout": -0.1}, "dropout"),
+        ("mobilenetv2", {"width_mult": 0}, "width_mult"),
+        ("mobilenetv2", {"expand_ratio": 0}, "expand_ratio"),
+        ("shufflenetv2", {"width_mult": 0.75}, "width_mult must be one of 0.5, 1.0, 1.5, 2.0"),
+        ("shufflenetv2", {"width_mult": True}, "width_mult"),
         ("mlp", {"input_shape": [0, 4]}, "input_shape"),
     ],
 )
@@ -91,7 +117,7 @@ def test_bad_values_are_user_errors(name: str, kwargs: dict[str, object], fragme
     assert err.value.param == "student.architecture"
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet", "resnet8x4"])
+@pytest.mark.parametrize("name", ["cnn", "resnet", "resnet8x4", "wrn", "vgg", "mobilenetv2", "shufflenetv2"])
 def test_conv_student_on_flat_input_says_it_needs_images(name: str) -> None:
     with pytest.raises(UserError) as err:
         build_model(ArchitectureSpec(name=name), input_shape=(64,), num_classes=10, param="teacher.architecture")
@@ -147,6 +173,38 @@ def test_count_parameters_can_skip_frozen_ones() -> None:
     assert count_parameters(model) == 310
     model.fc.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == 260
+
+
+def test_cnn_flatten_head_is_the_torchdistill_mnist_student() -> None:
+    # conv3×3(1→4)+bias, ReLU, pool; conv3×3(4→8)+bias, ReLU, pool; flatten 8·7·7; linear(392→10).
+    kwargs = {"channels": [4, 8], "hidden": 0, "head": "flatten", "batch_norm": False}
+    model = build_model(ArchitectureSpec(name="cnn", kwargs=kwargs), input_shape=(1, 28, 28), num_classes=10)
+    modules = dict(model.named_modules())
+    assert [count_parameters(modules[p]) for p in ("features.block1", "features.block2", "fc")] == [40, 296, 3930]
+    assert count_parameters(model) == 4266
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert layer_shapes(model, (1, 28, 28))["flatten"] == (392,)
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    # The flatten ties the net to the size it was built for; the dry run says so before any training step.
+    spec = ArchitectureSpec(name="cnn", kwargs={**kwargs, "input_shape": [1, 28, 28]})
+    with pytest.raises(UserError) as err:
+        build_model(spec, input_shape=(1, 32, 32), num_classes=10)
+    assert err.value.code == "shape_mismatch"
+
+
+def test_cnn_default_head_pools_and_keeps_its_module_paths() -> None:
+    model = build("cnn")
+    assert isinstance(dict(model.named_modules())["pool"], torch.nn.AdaptiveAvgPool2d)
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    block = ["0.weight", *(f"1.{k}" for k in bn)]  # a bias-free conv, then its BatchNorm
+    assert list(model.state_dict()) == [
+        *(f"features.block{i}.{k}" for i in (1, 2) for k in block),
+        "embedding.0.weight",
+        "embedding.0.bias",
+        "fc.weight",
+        "fc.bias",
+    ]
+    assert layer_shapes(model, (1, 8, 8))["flatten"] == (32,)  # channels[-1], whatever the input size
 
 
 def test_building_is_repeatable_under_a_seed_and_leaves_train_mode_on() -> None:
