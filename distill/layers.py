@@ -4,8 +4,9 @@ Two sources, the two forms of `python -m distill layers` and the two layers endp
 - a registry architecture (`architecture_layers`): built on the meta device, so listing a large network
   allocates nothing and runs no arithmetic; only shapes flow through the dry run;
 - a checkpoint (`checkpoint_layers`): loaded exactly as a job loads its teacher (weights-only reading,
-  the same format checks), then one dry run on zeros. This runs an uploaded model, so the service only
-  ever calls it in a sandboxed probe process, never in the API.
+  the same format checks), then one dry run on zeros; an ONNX graph lists its tensor names (what knowledge
+  terms name for it). This runs an uploaded model, so the service only ever calls it in a sandboxed probe
+  process, never in the API.
 
 A listing is `{"input_shape": [...], "data": [{"path", "shape", "type"}], "note": str | None}`; `note`
 says when the format shows fewer layers than a knowledge term could read (or none at all).
@@ -29,14 +30,12 @@ from distill.models.taps import list_layers
 Listing = dict[str, Any]
 
 TORCHSCRIPT_NOTE = (
-    "TorchScript teacher: module paths only, without shapes (a scripted graph runs no forward hooks). Feature "
-    "and relation knowledge cannot tap a TorchScript teacher: upload it as a state_dict or safetensors file "
-    "with its architecture for those; response knowledge works as is."
+    "TorchScript teacher: module paths only, without shapes (a scripted graph runs no forward hooks), and "
+    "feature and relation knowledge cannot tap it: export it to ONNX (its layers are then named by tensor "
+    "name) or upload a state_dict / safetensors file with its architecture for those. Response knowledge "
+    "works as is."
 )
-ONNX_NOTE = (
-    "ONNX teacher: no layers are listed; an ONNX teacher gives logits only, so it supports response knowledge. "
-    "Upload a state_dict or safetensors file with its architecture for feature or relation knowledge."
-)
+ONNX_EMPTY_NOTE = "ONNX teacher: no node output of this graph is a per-example tensor, so there is nothing to tap."
 
 # The option each engine error is about, by code first (a shape problem is the input's, whichever object
 # the engine blames), then by the engine's own param.
@@ -103,8 +102,12 @@ def checkpoint_layers(
     except UserError as exc:
         raise as_option_error(exc) from None
     module = teacher.module
-    if module is None:
-        return {"input_shape": list(shape), "data": [], "note": ONNX_NOTE}
+    if module is None:  # ONNX: the graph's tensor names, with shapes from one onnxruntime dry run
+        try:
+            data = teacher.layers(shape)
+        except UserError as exc:
+            raise as_option_error(exc) from None
+        return {"input_shape": list(shape), "data": data, "note": None if data else ONNX_EMPTY_NOTE}
     if isinstance(module, torch.jit.ScriptModule):
         paths = [
             {"path": name, "shape": None, "type": getattr(sub, "original_name", type(sub).__name__)}

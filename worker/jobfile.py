@@ -58,6 +58,12 @@ def resolve_spec(session: Session, *, spec: dict[str, Any], tenant_id: str, sett
         fmt = teacher.format or (row.format if row.format in TEACHER_FORMATS else None)
         config.teacher = teacher.model_copy(update={"path": path, "file_id": None, "format": fmt})
 
+    student = config.student
+    if student.file_id is not None:  # an uploaded ONNX student
+        row = _file(session, file_id=student.file_id, tenant_id=tenant_id, purpose="student", param="student.file_id")
+        path = _local_path(settings, row, "student.file_id")
+        config.student = student.model_copy(update={"path": path, "file_id": None})
+
     updates: dict[str, str] = {}
     for name in ("train", "validation"):
         value = getattr(config.dataset, name)

@@ -66,6 +66,26 @@ class TeacherCreate(Spec):
         return self
 
 
+class StudentCreate(Spec):
+    """The service's student: a registry architecture, or an uploaded ONNX graph by file id (never a path)."""
+
+    architecture: ArchitectureSpec | None = Field(None, description="A registry student (GET /v1/architectures).")
+    file_id: str | None = Field(None, description="An uploaded file of purpose 'student' (ONNX, any framework).")
+    init: Literal["random", "weights"] = Field(
+        "random", description="ONNX student: start from fresh weights (random) or from the graph's own (weights)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentCreate:
+        if (self.architecture is None) == (self.file_id is None):
+            raise field_error(
+                "StudentCreate",
+                ("architecture",),
+                "give exactly one of student.architecture or student.file_id (an uploaded ONNX graph)",
+            )
+        return self
+
+
 # The engine's mode rules (JobConfig._mode_fits) raise one ValueError for the whole job; the field each
 # message is about, by a phrase in it, checked in order. Anything else is about the mode itself.
 _MODE_ERROR_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -85,14 +105,16 @@ def mode_error_loc(message: str) -> tuple[str, ...]:
 
 
 class JobCreate(JobConfig):
-    """The body of POST /v1/jobs (DESIGN §3). Every field but `teacher` is the engine's JobConfig as is;
-    `dataset.train` / `dataset.validation` are uploaded file ids (purpose 'dataset') or 'builtin:NAME'."""
+    """The body of POST /v1/jobs (DESIGN §3). Every field but `teacher` and `student` is the engine's
+    JobConfig as is; `dataset.train` / `dataset.validation` are uploaded file ids (purpose 'dataset') or
+    'builtin:NAME'."""
 
-    # The override narrows the engine's TeacherSpec (path or file_id) to a file id: the field's type changes,
-    # which mypy cannot see is intended for a pydantic field.
+    # The overrides narrow the engine's TeacherSpec / StudentSpec (path or file_id) to file ids: the fields'
+    # types change, which mypy cannot see is intended for pydantic fields.
     teacher: TeacherCreate | None = Field(  # type: ignore[assignment]
         None, description="The teacher; required unless mode is 'self'."
     )
+    student: StudentCreate  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _mode_fits(self) -> JobCreate:

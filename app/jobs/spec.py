@@ -9,6 +9,7 @@ from distill.data import BUILTIN_PREFIX
 # (dotted field, purpose the file must have); dataset fields may instead name a builtin.
 FILE_FIELDS: tuple[tuple[str, str], ...] = (
     ("teacher.file_id", "teacher"),
+    ("student.file_id", "student"),
     ("dataset.train", "dataset"),
     ("dataset.validation", "dataset"),
 )

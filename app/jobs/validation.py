@@ -24,17 +24,21 @@ from distill.validate import check_job
 
 # The engine names its own fields (the teacher's local path); the client sent the file id. Every other
 # param (`knowledge.terms[1].layers[0].teacher`, `student.architecture`, ...) is the client's field as is.
-_ENGINE_PARAMS = {"teacher": "teacher.file_id", "teacher.path": "teacher.file_id", "device": "training.device"}
+_ENGINE_PARAMS = {
+    "teacher": "teacher.file_id",
+    "teacher.path": "teacher.file_id",
+    "student.path": "student.file_id",
+    "device": "training.device",
+}
 
 
 def client_param(param: str | None, spec: JobCreate) -> str | None:
     """The field the client sent for the engine's `param`. A teacher without a file (self mode, or trained
-    from scratch) has no teacher.file_id to blame: there `teacher` stays `teacher`."""
-    if param is None:
-        return None
-    if spec.teacher is None or spec.teacher.init == "scratch":
-        return "teacher.architecture" if param == "teacher" and spec.teacher is not None else param
-    return _ENGINE_PARAMS.get(param, param)
+    from scratch) has no teacher.file_id to blame: there the engine's `teacher` is the teacher's architecture
+    (or, in self mode, `teacher` itself)."""
+    if param == "teacher" and (spec.teacher is None or spec.teacher.init == "scratch"):
+        return "teacher" if spec.teacher is None else "teacher.architecture"
+    return None if param is None else _ENGINE_PARAMS.get(param, param)
 
 
 def validate_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> None:
@@ -117,6 +121,11 @@ def engine_config(spec: JobCreate, files: dict[str, File], settings: Settings) -
         teacher["path"] = str(settings.upload_path(files["teacher.file_id"].storage_path))
         del teacher["file_id"]
         body["teacher"] = teacher
+    if spec.student.file_id is not None:
+        student = dict(body["student"])
+        student["path"] = str(settings.upload_path(files["student.file_id"].storage_path))
+        del student["file_id"]
+        body["student"] = student
     dataset = dict(body["dataset"])
     for key in ("train", "validation"):
         file = files.get(f"dataset.{key}")

@@ -153,3 +153,16 @@ def test_heads_needs_a_student_with_stages(client: TestClient, body: dict[str, A
         student={"architecture": {"name": "mlp", "kwargs": {"hidden": []}}},
     )
     assert_error(client.post("/v1/jobs", json=body), 422, "self.method")
+
+
+def test_a_student_is_an_architecture_or_an_uploaded_file_never_a_path(
+    client: TestClient, body: dict[str, Any], cnn_teacher_id: str
+) -> None:
+    body["student"] = {"path": "/srv/student.onnx"}
+    assert_error(client.post("/v1/jobs", json=body), 422, "student.path")
+    body["student"] = {"architecture": STUDENT, "file_id": "file_x"}
+    assert_error(client.post("/v1/jobs", json=body), 422, "student.architecture")
+    body["student"] = {"file_id": "file_000000000000000000000000"}
+    assert_error(client.post("/v1/jobs", json=body), 422, "student.file_id", "file_not_found")
+    body["student"] = {"file_id": cnn_teacher_id}
+    assert_error(client.post("/v1/jobs", json=body), 422, "student.file_id", "wrong_file_purpose")

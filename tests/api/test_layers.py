@@ -19,7 +19,7 @@ from app.settings import Settings
 from distill.config import ArchitectureSpec
 from distill.errors import UserError
 from distill.models import STUDENTS, build_model
-from tests.api.conftest import INPUT_SHAPE, NUM_CLASSES, assert_error, npz_bytes, upload_ok
+from tests.api.conftest import INPUT_SHAPE, NUM_CLASSES, assert_error, npz_bytes, tiny_teacher, upload_ok
 from tests.conftest import RecordingQueue
 
 CNN: dict[str, Any] = {"name": "cnn", "kwargs": {"channels": [4, 8], "hidden": 16}}
@@ -135,7 +135,7 @@ def test_safetensors_teacher_layers_with_its_architecture(client: TestClient) ->
     assert layers["fc"] == {"path": "fc", "shape": [NUM_CLASSES], "type": "Linear"}
 
 
-def test_state_dict_and_torchscript_teachers(client: TestClient, torchscript_bytes: bytes) -> None:
+def test_state_dict_torchscript_and_onnx_teachers(client: TestClient, torchscript_bytes: bytes) -> None:
     torch.manual_seed(0)
     buffer = io.BytesIO()
     torch.save(build_model(ArchitectureSpec(**CNN), input_shape=INPUT_SHAPE, num_classes=10).state_dict(), buffer)
@@ -153,6 +153,16 @@ def test_state_dict_and_torchscript_teachers(client: TestClient, torchscript_byt
     body = response.json()
     assert "fc" in layers_by_path(body) and all(entry["shape"] is None for entry in body["data"])
     assert "TorchScript" in body["note"]
+
+    # ONNX: the graph's tensor names, with shapes.
+    onnx_buffer = io.BytesIO()
+    torch.onnx.export(tiny_teacher(), (torch.zeros(1, *INPUT_SHAPE),), onnx_buffer, dynamo=False)
+    exported = upload_ok(client, "teacher", onnx_buffer.getvalue(), "teacher.onnx")
+    response = client.get(f"/v1/files/{exported['id']}/layers", params={"input_shape": "1,8,8"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["note"] is None and {"Gemm", "Relu"} <= {entry["type"] for entry in body["data"]}
+    assert [16] in [entry["shape"] for entry in body["data"]]  # the hidden layer of the mlp
 
 
 def test_file_layers_refuse_what_cannot_be_listed(client: TestClient) -> None:
