@@ -1,0 +1,93 @@
+"""What torchdistill 1.1.5 needs to run the benchmark's job through its own pipeline, and nothing else.
+
+- `NpzDataset`: the same .npz arrays (x float32 (N, C, H, W), y int64 (N,)) the Distillery job reads; the
+  YAML config builds it with torchdistill's `!import_call` tag, so no dataset is downloaded.
+- `distillery_cnn`: the teacher and student architecture, registered in torchdistill's model registry
+  (`torchdistill.models.registry.register_model`). It rebuilds the module tree of Distillery's `cnn`
+  (`distill/models/cnn.py`) with the same module paths — features.block1 … block{k} (conv3×3 without
+  bias, BatchNorm, ReLU, 2×2 max-pool), global average pool, embedding (Linear, ReLU, Dropout), fc — so the
+  teacher's state dict loads with strict=True and the config names the same layers the Distillery job
+  names. It is written here, not imported, because this venv does not have our engine.
+
+The config imports this module through its `dependencies` key (torchdistill's `import_dependencies`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchdistill.models.registry import register_model
+
+
+class NpzDataset(Dataset):
+    """(x[i], y[i]) from an .npz file, held in memory as tensors."""
+
+    def __init__(self, path: str) -> None:
+        with np.load(path) as data:
+            self.x = torch.from_numpy(np.ascontiguousarray(data["x"], dtype=np.float32))
+            self.y = torch.from_numpy(np.ascontiguousarray(data["y"], dtype=np.int64))
+        self.targets = self.y.tolist()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
+
+class SmallCNN(nn.Module):
+    """Module tree and forward of Distillery's `cnn` (see the module docstring)."""
+
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, channels: list[int], hidden: int, dropout: float
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = input_shape
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, out_channels in enumerate(channels, start=1):
+            layers: list[nn.Module] = [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            if min(height, width) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            blocks[f"block{i}"] = nn.Sequential(*layers)
+            in_channels = out_channels
+        self.features = nn.Sequential(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        if hidden > 0:
+            self.embedding: nn.Module = nn.Sequential(
+                nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
+            )
+            in_channels = hidden
+        else:
+            self.embedding = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.flatten(self.pool(self.features(x)))  # (N, channels[-1])
+        return self.fc(self.embedding(x))  # (N, num_classes)
+
+
+@register_model(key="distillery_cnn")
+def distillery_cnn(
+    input_shape: list[int],
+    num_classes: int,
+    channels: list[int],
+    hidden: int = 64,
+    dropout: float = 0.0,
+    frozen: bool = False,
+) -> nn.Module:
+    """The registry entry the YAML names. frozen=True (the teacher) returns it in eval mode: torchdistill
+    1.1.5 never changes a teacher's mode, and a frozen teacher should use its BatchNorm running statistics,
+    as Distillery's does (and RepDistiller's `model_t.eval()`)."""
+    c, h, w = (int(v) for v in input_shape)
+    model = SmallCNN((c, h, w), int(num_classes), [int(v) for v in channels], int(hidden), float(dropout))
+    return model.eval() if frozen else model
