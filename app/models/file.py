@@ -26,7 +26,7 @@ class File(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # teacher: torchscript | onnx | safetensors | state_dict; dataset: npz
     format: Mapped[str] = mapped_column(String(32))
-    # dataset: {num_examples, input_shape, num_classes, labeled}; teacher: {} for now.
+    # dataset: {num_examples, input_shape, num_classes, labeled}; teacher: {input_shape} when its header has one.
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Relative to Settings.upload_dir (an absolute path is used as is): see Settings.upload_path.
     storage_path: Mapped[str] = mapped_column(String(1024))
