@@ -45,17 +45,19 @@ _LOCATION_ROOTS = ("body", "query", "path", "header", "cookie")
 def _is_union_member(part: str, previous: int | str | None) -> bool:
     """A segment pydantic inserts to say which member of a union failed, not a field the client wrote:
     a discriminated union's tag after a list index (`terms`, 1, `feature`), or a plain union's member,
-    named by its type (`str`, `list[str]`) or model class (`TeacherSpec`)."""
+    named by its type (`str`, `list[str]`)."""
     if isinstance(previous, int) and part in _UNION_TAGS:
         return True
-    return part in ("str", "int", "float", "bool", "none") or "[" in part or part[:1].isupper()
+    return part in ("str", "int", "float", "bool", "none") or "[" in part
 
 
 def error_param(loc: tuple[int | str, ...] | list[int | str], *, error_type: str | None = None) -> str | None:
     """pydantic's location → the field path a client sent, in the contract's form: list indexes in brackets,
     union members dropped. ('body', 'knowledge', 'terms', 1, 'feature', 'layers', 0, 'teacher', 'str') →
-    knowledge.terms[1].layers[0].teacher; a union's missing or unknown tag names the tag field itself."""
+    knowledge.terms[1].layers[0].teacher; a union's missing or unknown tag names the tag field itself.
+    Query, path and header parameters are named as sent (`input_shape`, `Idempotency-Key`)."""
     parts = list(loc)
+    in_body = bool(parts) and parts[0] == "body"
     if parts and parts[0] in _LOCATION_ROOTS:
         parts = parts[1:]
     out = ""
@@ -63,7 +65,7 @@ def error_param(loc: tuple[int | str, ...] | list[int | str], *, error_type: str
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not _is_union_member(part, previous):
+        elif not (in_body and _is_union_member(part, previous)):
             out += f".{part}" if out else part
         previous = part
     if error_type in ("union_tag_invalid", "union_tag_not_found") and out:

@@ -166,3 +166,29 @@ def test_a_student_is_an_architecture_or_an_uploaded_file_never_a_path(
     assert_error(client.post("/v1/jobs", json=body), 422, "student.file_id", "file_not_found")
     body["student"] = {"file_id": cnn_teacher_id}
     assert_error(client.post("/v1/jobs", json=body), 422, "student.file_id", "wrong_file_purpose")
+
+
+@pytest.mark.parametrize(
+    ("loc", "param"),
+    [
+        (("body", "knowledge", "terms", 1, "feature", "method"), "knowledge.terms[1].method"),
+        (
+            ("body", "knowledge", "terms", 1, "relation", "layers", 0, "student", "list[str]", 1),
+            "knowledge.terms[1].layers[0].student[1]",
+        ),
+        (("body", "metadata", "Team"), "metadata.Team"),
+        (("query", "input_shape"), "input_shape"),
+        (("header", "Idempotency-Key"), "Idempotency-Key"),
+        (("body",), None),
+    ],
+)
+def test_error_param_renders_pydantic_locations_as_the_client_wrote_them(
+    loc: tuple[str | int, ...], param: str | None
+) -> None:
+    from app.error_handlers import error_param
+
+    assert error_param(loc) == param
+
+
+def test_an_empty_idempotency_key_names_the_header(client: TestClient, body: dict[str, Any]) -> None:
+    assert_error(client.post("/v1/jobs", json=body, headers={"Idempotency-Key": ""}), 422, "Idempotency-Key")

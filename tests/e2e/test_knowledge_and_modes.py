@@ -191,3 +191,16 @@ def test_self_modes_have_no_teacher_and_report_how_they_taught(finished: dict[st
         assert run.job["spec"]["teacher"] is None
     assert heads.report.get("heads")
     assert [g["generation"] for g in born.report["generations"]] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["self heads", "fitnet", "fsp"])
+def test_the_exported_student_is_the_bare_student(finished: dict[str, Finished], name: str) -> None:
+    """No auxiliary head or adapter is exported: the student has exactly the parameters of its architecture."""
+    import torch
+
+    from distill.config import ArchitectureSpec
+    from distill.models import build_model, count_parameters
+
+    bare = count_parameters(build_model(ArchitectureSpec(**STUDENT_CNN), input_shape=(1, 8, 8), num_classes=10))
+    exported = torch.jit.load(io.BytesIO(finished[name].files["student.pt"]))
+    assert sum(p.numel() for p in exported.parameters()) == bare == finished[name].report["student"]["params"]
