@@ -7,9 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libgomp: torch's CPU kernels (OpenMP).
+# libgomp: torch's CPU kernels (OpenMP); bubblewrap: the sandbox for probing and training uploaded models.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get install -y --no-install-recommends libgomp1 bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/distillery

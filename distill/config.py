@@ -173,7 +173,7 @@ class KnowledgeSpec(Spec):
     def _normalise(self) -> KnowledgeSpec:
         if self.terms is None:
             temperature = DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
-            self.terms = [ResponseTerm.model_validate({"temperature": temperature})]
+            self.terms = [ResponseTerm.model_validate({"type": "response", "temperature": temperature})]
         elif self.type is not None or self.temperature is not None:
             raise ValueError("give either the short form (type, temperature) or terms, not both")
         self.type, self.temperature = None, None

@@ -10,13 +10,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, new_id, utcnow
 
-FilePurpose = Literal["teacher", "dataset"]
-FILE_PURPOSES: tuple[str, ...] = ("teacher", "dataset")
+FilePurpose = Literal["teacher", "student", "dataset"]
+FILE_PURPOSES: tuple[str, ...] = ("teacher", "student", "dataset")
 
 
 class File(Base):
     __tablename__ = "files"
-    __table_args__ = (CheckConstraint("purpose IN ('teacher', 'dataset')", name="purpose"),)
+    __table_args__ = (CheckConstraint("purpose IN ('teacher', 'student', 'dataset')", name="purpose"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("file_"))
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -60,8 +60,9 @@ def closest_paths(path: str, valid: Sequence[str], n: int = 5) -> list[str]:
 def unknown_layer(path: str, valid: Sequence[str], *, param: str) -> UserError:
     hint = ", ".join(closest_paths(path, valid))
     return UserError(
-        f"no layer {path!r} in this network; closest valid paths: {hint} "
-        "(list them all with GET /v1/architectures/{name}/layers or python -m distill layers)",
+        f"no layer {path!r} in this network; closest valid paths: {hint} (list them all with "
+        "GET /v1/files/{id}/layers for an uploaded model, GET /v1/architectures/{name}/layers for a registry "
+        "one, or python -m distill layers)",
         code="unknown_layer",
         param=param,
     )

@@ -62,7 +62,11 @@ def run(ctx: JobContext, teacher: Teacher, teacher_val: Tensor) -> ModeResult:
     x, y = ctx.data.train.x, ctx.train_y
     history = []
     if plan.hint_loss is not None:
-        ctx.emit("message", level="info", message=f"hint stage: {plan.hint_epochs} epochs of {plan.hint_loss}")
+        ctx.emit(
+            "message",
+            level="info",
+            message=f"hint stage: {plan.hint_epochs} epochs of {', '.join(plan.hint_loss.weights)} alone",
+        )
         hint = Phase(
             "hint", x, y, nn.ModuleDict({"student": student, "loss": plan.hint_loss}), forward, plan.hint_loss,
             evaluate, ctx.checkpoint("hint"), plan.hint_epochs,
