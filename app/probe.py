@@ -4,11 +4,10 @@ DESIGN §2 (Untrusted models): the API process never deserializes or runs an upl
 run (listing a checkpoint's layers now; output sizes and dry runs at submission next) runs here instead:
 - a fresh temporary folder as the working directory and HOME, deleted afterwards; stdout and stderr go
   to files in it, so what the child prints is bounded by RLIMIT_FSIZE, not by the API's memory;
-- rlimits, always: address space (memory), CPU seconds, file size, no core dumps; plus a wall-clock
-  timeout after which the whole process group is killed;
-- bubblewrap where the host allows it (`probe_sandbox`): the filesystem read-only, no network, its own
-  PID and IPC namespaces, /tmp and the service's data folders (uploads, artifacts, broker, database)
-  hidden except for the probe's own input files, write access only to its own folder;
+- the sandbox of app/sandbox.py (shared with the worker's training child): rlimits always (memory, CPU
+  seconds, file size, no core dumps), bubblewrap where the host allows it (`probe_sandbox`: read-only
+  filesystem, no network, the service's data folders hidden but for the probe's own inputs, write access
+  only to its own folder), plus a wall-clock timeout after which the whole process group is killed;
 - an environment without the service's settings (no database URL or other secrets), one CPU thread.
 
 The child follows the engine's exit codes (distill/errors.py): 0 with a JSON object as its last stdout
@@ -19,32 +18,23 @@ the API answers 500 and logs the child's stderr).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import resource
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import distill
+from app import sandbox
 from app.settings import Settings
 from distill.errors import EXIT_OK, EXIT_USER_ERROR, UserError
 
 log = logging.getLogger(__name__)
-
-# Where `import distill` resolves from: the child runs in an empty folder, so it is put on PYTHONPATH.
-_SOURCE_ROOT = Path(distill.__file__).resolve().parents[1]
-_PR_SET_PDEATHSIG = 1
-_BWRAP_CHECK = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--unshare-pid")
 
 
 class ProbeCrashed(RuntimeError):
@@ -62,42 +52,61 @@ class ProbeLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProbeLimits:
-        hidden = [settings.upload_dir, settings.artifact_dir, settings.broker_dir]
-        if settings.database_url.startswith("sqlite:///"):
-            hidden.append(Path(settings.database_url.removeprefix("sqlite:///")).parent)
         return cls(
             timeout_seconds=settings.probe_timeout_seconds,
             cpu_seconds=settings.probe_cpu_seconds,
             memory_bytes=settings.probe_memory_mb * 1024 * 1024,
             output_bytes=settings.probe_output_mb * 1024 * 1024,
             sandbox=settings.probe_sandbox,
-            hidden=tuple(hidden),
+            hidden=tuple(service_folders(settings)),
         )
 
 
-def run_probe(args: Sequence[str], *, limits: ProbeLimits, inputs: Sequence[Path] = ()) -> dict[str, Any]:
+def service_folders(settings: Settings) -> list[Path]:
+    """The folders with the service's data (every tenant's uploads and artifacts, the broker, the database)."""
+    hidden = [settings.upload_dir, settings.artifact_dir, settings.broker_dir]
+    if settings.database_url.startswith("sqlite:///"):
+        hidden.append(Path(settings.database_url.removeprefix("sqlite:///")).parent)
+    return hidden
+
+
+def run_probe(
+    args: Sequence[str],
+    *,
+    limits: ProbeLimits,
+    inputs: Sequence[Path] = (),
+    files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Run `python -m distill ARGS` in the sandbox; return the JSON object it printed last.
 
-    `inputs` are the files the child may read among the hidden folders (the upload it inspects). Raises
+    `inputs` are the files the child may read among the hidden folders (the uploads it inspects); `files`
+    (name → text) are written into its working folder first (e.g. the job.json it checks). Raises
     UserError for an error event (exit 2), `probe_timeout` and `probe_limit_exceeded`; ProbeCrashed else.
     """
     with tempfile.TemporaryDirectory(prefix="distillery-probe-") as folder:
         work = Path(folder).resolve()
+        for name, text in (files or {}).items():
+            (work / name).write_text(text)
         command = [sys.executable, "-m", "distill", *args]
-        if _use_bwrap(limits.sandbox):
-            command = _bwrap(command, work=work, inputs=[Path(p).resolve() for p in inputs], hidden=limits.hidden)
+        try:
+            sandboxed = sandbox.use_bwrap(limits.sandbox)
+        except RuntimeError as exc:
+            raise ProbeCrashed(str(exc)) from None
+        if sandboxed:
+            command = sandbox.bwrap_command(command, work=work, inputs=inputs, hidden=limits.hidden)
         code, timed_out = _run(command, work=work, limits=limits)
         stdout = (work / "stdout").read_bytes()[: limits.output_bytes].decode("utf-8", errors="replace")
         stderr = (work / "stderr").read_bytes()[-8000:].decode("utf-8", errors="replace")
-    if timed_out or code == -signal.SIGXCPU:
+    killed_by = sandbox.exit_signal(code, sandboxed=sandboxed)
+    if timed_out or killed_by == signal.SIGXCPU:
         raise UserError(
             f"the model did not finish within the probe's limits ({limits.timeout_seconds:g} s wall clock, "
             f"{limits.cpu_seconds} s CPU); try a smaller input_shape",
             code="probe_timeout",
         )
-    if code < 0:
+    if killed_by is not None:
         raise UserError(
-            f"running the model was stopped by {signal.Signals(-code).name} (the probe may use at most "
+            f"running the model was stopped by {signal.Signals(killed_by).name} (the probe may use at most "
             f"{limits.memory_bytes // 2**20} MiB and write {limits.output_bytes // 2**20} MiB); try a smaller "
             "input_shape",
             code="probe_limit_exceeded",
@@ -124,6 +133,9 @@ def _last_json(stdout: str) -> dict[str, Any] | None:
 
 def _run(command: list[str], *, work: Path, limits: ProbeLimits) -> tuple[int, bool]:
     """(exit code, timed out); the process group is killed on timeout, and reaped in every case."""
+    rlimits = sandbox.Rlimits(
+        cpu_seconds=limits.cpu_seconds, memory_bytes=limits.memory_bytes, file_bytes=limits.output_bytes
+    )
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
         process = subprocess.Popen(
             command,
@@ -133,7 +145,7 @@ def _run(command: list[str], *, work: Path, limits: ProbeLimits) -> tuple[int, b
             stdout=out,
             stderr=err,
             start_new_session=True,  # its own process group: the timeout kills everything it started
-            preexec_fn=_limiter(limits),
+            preexec_fn=sandbox.preexec(rlimits),
         )
     try:
         return process.wait(timeout=limits.timeout_seconds), False
@@ -150,28 +162,13 @@ def _kill(process: subprocess.Popen[bytes]) -> int:
     return process.wait()
 
 
-def _limiter(limits: ProbeLimits) -> Callable[[], None]:
-    """preexec_fn: the rlimits (inherited by bubblewrap's child), and death with the API process."""
-    memory, cpu, output = limits.memory_bytes, limits.cpu_seconds, limits.output_bytes
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at the soft limit, SIGKILL after
-        resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        with contextlib.suppress(Exception):  # SIGKILL when the API process dies (Linux)
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return apply
-
-
 def _environment(work: Path) -> dict[str, str]:
     """Only what Python and torch need: none of the service's DISTILLERY_* settings reach the model."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(work),
         "TMPDIR": str(work),
-        "PYTHONPATH": str(_SOURCE_ROOT),
+        "PYTHONPATH": str(sandbox.SOURCE_ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         "LANG": "C.UTF-8",
@@ -184,52 +181,6 @@ def _environment(work: Path) -> dict[str, str]:
     }
 
 
-def _bwrap(command: list[str], *, work: Path, inputs: Sequence[Path], hidden: Sequence[Path]) -> list[str]:
-    """`bwrap … -- command`: / read-only, no network, the hidden folders empty but for `inputs`, `work` writable."""
-    bwrap = shutil.which("bwrap")
-    assert bwrap is not None
-    args = [bwrap, *_BWRAP_CHECK, "--unshare-ipc", "--die-with-parent"]
-    for folder in _hideable(["/tmp", *hidden]):
-        args += ["--tmpfs", str(folder)]
-    for path in inputs:
-        args += ["--ro-bind", str(path), str(path)]
-    args += ["--bind", str(work), str(work), "--chdir", str(work), "--"]
-    return args + command
-
-
-def _hideable(folders: Sequence[str | Path]) -> list[Path]:
-    """Existing folders that do not hold what the child itself needs (the interpreter, the engine's code)."""
-    needed = [Path(sys.prefix).resolve(), Path(sys.executable).resolve(), _SOURCE_ROOT]
-    out = []
-    for folder in folders:
-        path = Path(folder).resolve()
-        if path.is_dir() and path != Path("/") and not any(n == path or path in n.parents for n in needed):
-            out.append(path)
-    return list(dict.fromkeys(out))
-
-
-def _use_bwrap(mode: str) -> bool:
-    if mode == "off":
-        return False
-    works = bwrap_works()
-    if mode == "bwrap" and not works:
-        raise ProbeCrashed("DISTILLERY_PROBE_SANDBOX=bwrap, but bubblewrap is not installed or cannot run here")
-    return works
-
-
-@lru_cache
 def bwrap_works() -> bool:
-    """bubblewrap is installed and may create namespaces here (containers often forbid it): checked once."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        log.warning("bubblewrap (bwrap) is not installed: probes run with rlimits only")
-        return False
-    try:
-        done = subprocess.run([bwrap, *_BWRAP_CHECK, "--", "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("bubblewrap cannot run here (%s): probes run with rlimits only", exc)
-        return False
-    if done.returncode != 0:
-        log.warning("bubblewrap cannot run here (%s): probes run with rlimits only", done.stderr.decode().strip())
-        return False
-    return True
+    """Kept for callers of the probe module (readiness checks, tests): see app.sandbox.bwrap_works."""
+    return sandbox.bwrap_works()

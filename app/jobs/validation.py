@@ -1,12 +1,23 @@
 """Submission-time checks of a JobCreate: every failure is a 422 naming the field, before anything is queued.
 
-Order: the files it names (exist, this tenant's, right purpose), rules we can read off file metadata,
-then the engine's own `check_job` on the spec with local paths (loads the data and the teacher, builds
-the student), whose UserError `param` is translated back to the field the client sent.
+Three steps, so that no request holds a database connection while a model runs (DESIGN §2):
+1. `plan_job` (a short session): the files it names (exist, this tenant's, right purpose), rules we can
+   read off file metadata, and the engine's job document with local paths;
+2. `check_planned_job` (no session; a probe slot): the engine's own `check_job` (loads the data and the
+   teacher, builds the student, pairs the layers). With an uploaded model in the spec it runs in the
+   sandboxed probe (`python -m distill check job.json --json`, app/probe.py), never in this process;
+   its UserError `param` is translated back to the field the client sent;
+3. `lock_files` (the request's transaction, just before the job row is written): the files again,
+   locked FOR SHARE, so a concurrent DELETE (which locks them FOR UPDATE) either finishes first and the
+   job is refused, or waits and then sees the job and is refused itself.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,11 +27,16 @@ from app.files import repository as files_repository
 from app.jobs.schemas import JobCreate
 from app.jobs.spec import FILE_FIELDS, field_value
 from app.models import File
+from app.probe import ProbeCrashed, ProbeLimits, run_probe
 from app.settings import Settings
 from distill.config import JobConfig
 from distill.data import BUILTIN_PREFIX, DATASETS, builtin_name
 from distill.errors import UserError
 from distill.validate import check_job
+
+log = logging.getLogger(__name__)
+MODEL_FIELDS = ("teacher.file_id", "student.file_id")  # uploads that are programs: checked in the probe only
+PROBE_FAILED = "the submitted models could not be checked (our error, logged); try again or contact the operators"
 
 # The engine names its own fields (the teacher's local path); the client sent the file id. Every other
 # param (`knowledge.terms[1].layers[0].teacher`, `student.architecture`, ...) is the client's field as is.
@@ -41,14 +57,73 @@ def client_param(param: str | None, spec: JobCreate) -> str | None:
     return None if param is None else _ENGINE_PARAMS.get(param, param)
 
 
-def validate_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> None:
+@dataclass(frozen=True)
+class PlannedCheck:
+    """What step 2 needs, read from the database in step 1 (so it holds no connection while it runs)."""
+
+    config: JobConfig
+    file_ids: dict[str, str]  # client field -> file id, for step 3
+    inputs: list[Path] = field(default_factory=list)  # uploads the probe may read
+    model_field: str | None = None  # the uploaded model a timeout is blamed on; None: nothing uploaded runs
+
+
+def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
+    """Step 1: 422 for files that are missing, another tenant's or of the wrong purpose, and metadata rules."""
     body = spec.model_dump(by_alias=True)
     files = _referenced_files(session, tenant=tenant, body=body)
     _check_labels(spec, files)
+    config = engine_config(spec, files, settings)
+    models = [name for name in MODEL_FIELDS if name in files]
+    return PlannedCheck(
+        config=config,
+        file_ids={name: file.id for name, file in files.items()},
+        inputs=[settings.upload_path(file.storage_path).resolve() for file in files.values()],
+        model_field=models[0] if models else None,
+    )
+
+
+def check_planned_job(plan: PlannedCheck, *, spec: JobCreate, settings: Settings) -> None:
+    """Step 2 (blocking: run it in a thread of the probe limiter). 422 naming the field for any problem."""
     try:
-        check_job(engine_config(spec, files, settings))
+        if plan.model_field is None:
+            check_job(plan.config)  # registry architectures and data only: nothing uploaded runs
+        else:
+            _probe(plan, settings=settings)
     except UserError as exc:
+        if exc.code in ("probe_timeout", "probe_limit_exceeded"):
+            raise InvalidRequest.from_user_error(exc, param=plan.model_field) from None
         raise InvalidRequest.from_user_error(exc, param=client_param(exc.param, spec)) from None
+    except ProbeCrashed:
+        log.exception("job check probe failed (models: %s)", plan.file_ids)
+        raise InvalidRequest(PROBE_FAILED, code="probe_failed", param=None) from None
+
+
+def _probe(plan: PlannedCheck, *, settings: Settings) -> None:
+    document = plan.config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    run_probe(
+        ["check", "job.json", "--json"],
+        limits=ProbeLimits.from_settings(settings),
+        inputs=plan.inputs,
+        files={"job.json": json.dumps(document)},
+    )
+
+
+def lock_files(session: Session, *, tenant: str, plan: PlannedCheck) -> None:
+    """Step 3: lock the job's files FOR SHARE until the request commits; 422 for one deleted since step 1."""
+    locked = files_repository.lock_many(session, tenant=tenant, file_ids=set(plan.file_ids.values()))
+    for name, file_id in plan.file_ids.items():
+        if file_id not in locked:
+            raise InvalidRequest(
+                f"file {file_id!r} was deleted while the job was being submitted", code="file_not_found", param=name
+            )
+
+
+def validate_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
+    """All three steps in one go, on one session (scripts and tests; endpoints split them, see above)."""
+    plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
+    check_planned_job(plan, spec=spec, settings=settings)
+    lock_files(session, tenant=tenant, plan=plan)
+    return plan
 
 
 def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any]) -> dict[str, File]:
