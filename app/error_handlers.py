@@ -8,6 +8,8 @@ from typing import Any, get_args
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import AppError
@@ -112,8 +114,31 @@ async def internal_error_handler(request: Request, exc: Exception) -> JSONRespon
     return envelope(500, "internal_error", "internal server error; it has been logged")
 
 
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database is unreachable (down, restarting, the pool exhausted): 503 with Retry-After, not 500.
+
+    Any other database error (a constraint, bad data) is our bug and stays a logged 500."""
+    unreachable = isinstance(exc, OperationalError | SQLAlchemyTimeoutError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    if not unreachable:
+        return await internal_error_handler(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
+    return envelope(
+        503,
+        "service_unavailable",
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(DBAPIError, database_error_handler)
+    app.add_exception_handler(SQLAlchemyTimeoutError, database_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)

@@ -64,12 +64,16 @@ def _layers_parser(sub: Any) -> None:
     layers = sub.add_parser(
         "layers",
         help="list the module paths (with output shapes) that knowledge terms may name",
-        description="List a network's layers: a registry architecture (--architecture NAME) or a checkpoint "
-        "(--checkpoint PATH; weights-only formats also need the architecture). With --json, stdout is one JSON "
+        description="List a network's layers: a registry architecture (--architecture NAME), a checkpoint "
+        "(--checkpoint PATH; weights-only formats also need the architecture) or an ONNX student (--student "
+        "PATH). With --json, stdout is one JSON "
         'object {"input_shape", "data": [{"path", "shape", "type"}], "note"}, or on exit 2 one error event.',
     )
     layers.add_argument(
         "--checkpoint", type=Path, help="a teacher checkpoint (TorchScript, ONNX, safetensors or a state_dict)"
+    )
+    layers.add_argument(
+        "--student", type=Path, help="an ONNX student graph: its tensor names as the engine converts it"
     )
     layers.add_argument(
         "--architecture", help="a registered architecture (python -m distill archs): the network, or the checkpoint's"
@@ -126,13 +130,17 @@ def _layers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         input_shape = _shape_option(args.input_shape)
         architecture = _architecture_option(args)
-        if args.checkpoint is not None:
+        if args.student is not None:
+            listing = layers.student_layers(str(args.student), input_shape=input_shape)
+        elif args.checkpoint is not None:
             listing = layers.checkpoint_layers(
                 str(args.checkpoint), format=args.format, architecture=architecture, input_shape=input_shape
             )
         elif architecture is None:
             raise UserError(
-                "give --architecture NAME or --checkpoint PATH", code="invalid_option", param="architecture"
+                "give --architecture NAME, --checkpoint PATH or --student PATH",
+                code="invalid_option",
+                param="architecture",
             )
         else:
             listing = layers.architecture_layers(architecture, input_shape=input_shape, num_classes=args.num_classes)

@@ -14,6 +14,22 @@ def get(session: Session, *, tenant: str, file_id: str) -> File | None:
     return session.scalars(select(File).where(File.tenant_id == tenant, File.id == file_id)).one_or_none()
 
 
+def lock_for_delete(session: Session, *, tenant: str, file_id: str) -> File | None:
+    """The file, locked FOR UPDATE until the transaction ends: a job submission naming it (which locks it
+    FOR SHARE, see lock_many) either committed before, or waits and then finds it gone."""
+    query = select(File).where(File.tenant_id == tenant, File.id == file_id).with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def lock_many(session: Session, *, tenant: str, file_ids: set[str]) -> set[str]:
+    """Lock the files FOR SHARE until the transaction ends (a job naming them is being written); the ids
+    that still exist. SQLite ignores the lock: its writers are serialised anyway."""
+    if not file_ids:
+        return set()
+    query = select(File.id).where(File.tenant_id == tenant, File.id.in_(file_ids)).with_for_update(read=True)
+    return set(session.scalars(query).all())
+
+
 def get_many(session: Session, *, tenant: str, file_ids: set[str]) -> dict[str, File]:
     if not file_ids:
         return {}
