@@ -2,8 +2,9 @@
 
 Each round (every `reconcile_interval_seconds`, on a daemon thread that every worker starts when it is
 ready, and once right away):
-- queued jobs never dispatched (the broker was down at submission; a job given back at shutdown) and
-  queued jobs whose message was sent long ago (lost with a broker that restarted empty) are sent again;
+- queued jobs never dispatched (the broker was down at submission; a job given back at shutdown or after
+  its training child died) and queued jobs older than the interval whose message was sent longer than the
+  interval ago (lost with a broker that restarted empty) are sent again;
 - running jobs whose lease expired (their worker died) are sent again: another worker claims them with
   attempt + 1 and resumes from the checkpoint; those with no attempts left are failed instead.
 Several workers may reconcile at once: `mark_dispatched` is a conditional UPDATE, so one of them sends.
@@ -45,7 +46,7 @@ class Round:
 
 def reconcile_once(*, settings: WorkerSettings, sessions: SessionFactory, send: Sender) -> Round:
     now = utcnow()
-    stale_before = now - timedelta(seconds=settings.redispatch_after_seconds)
+    stale_before = now - timedelta(seconds=settings.redispatch_seconds)
     fresh_after = now - timedelta(seconds=FRESH_SECONDS)
     window = repo.DispatchWindow(now, stale_before, fresh_after, settings.max_attempts)
     result = Round()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.models import Artifact, Job, JobEvent, JobMetric, UTCDateTime
@@ -250,15 +250,20 @@ def finish_job(
     return True
 
 
-def requeue_job(session: Session, job: ClaimedJob, *, now: datetime, events: list[EventRow]) -> bool:
-    """Give the job back (the worker is shutting down; its checkpoint is on disk). The attempt is not
-    counted against the job, and dispatched_at NULL makes the reconciler send it again. Commits."""
+def requeue_job(
+    session: Session, job: ClaimedJob, *, now: datetime, events: list[EventRow], count_attempt: bool = False
+) -> bool:
+    """Give the job back; its checkpoint is on disk. dispatched_at NULL makes the reconciler send it again.
+
+    A worker shutting down does not count the attempt against the job; a training child that died (an
+    OOM kill) does (`count_attempt`), so a job that kills its child every time stops at max_attempts.
+    A cancel requested meanwhile is kept: the next claim cancels instead of training. Commits."""
     stmt = (
         update(Job)
         .where(_fence(job))
         .values(
             status="queued",
-            attempt=Job.attempt - 1,
+            attempt=Job.attempt if count_attempt else Job.attempt - 1,
             worker_id=None,
             lease_expires_at=None,
             dispatched_at=None,
@@ -294,7 +299,13 @@ def _insert_events(session: Session, job_id: str, events: list[EventRow], now: d
 
 
 def _insert_metrics(session: Session, job_id: str, rows: list[MetricRow], now: datetime) -> None:
+    """Write metric rows keyed by (name, step, epoch), the last value winning: a batch retried after the
+    database came back, or the epochs an attempt resumed from its checkpoint trains again, are stored once."""
+    latest = {(m.name, m.step, -1 if m.epoch is None else m.epoch): m for m in rows}
+    rows = list(latest.values())
     if rows:
+        key = tuple_(JobMetric.name, JobMetric.step, func.coalesce(JobMetric.epoch, -1))
+        session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, key.in_(list(latest))))
         session.execute(
             insert(JobMetric),
             [

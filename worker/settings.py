@@ -20,8 +20,12 @@ class WorkerSettings(Settings):
     visibility_timeout_seconds: int = Field(default=12 * 3600, gt=0)
     # The reconciler's period, and how long a queued job may wait after its message was sent before the
     # message is assumed lost (e.g. Redis restarted without persistence) and sent again.
+    # A queued job is re-sent when it is older than the interval and its last message was sent longer ago
+    # than `redispatch_after_seconds` (default: the interval itself), so a job whose message vanished runs
+    # within about two intervals. A job still waiting behind others gets a duplicate message now and then,
+    # which its claim turns into a no-op.
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
-    redispatch_after_seconds: float = Field(default=15 * 60.0, gt=0)
+    redispatch_after_seconds: float | None = Field(default=None, gt=0)
     # After SIGTERM the engine writes a checkpoint and exits; past this grace period it is killed.
     cancel_grace_seconds: float = Field(default=30.0, gt=0)
     # The supervisor writes buffered events at most this often, and reads the cancel flag this often.
@@ -32,6 +36,18 @@ class WorkerSettings(Settings):
     # The engine's command line before `run JOB.json …` (JSON list in the environment), e.g. to wrap it in
     # `nice` or `taskset`; empty means this interpreter's `python -m distill`.
     engine_command: list[str] = Field(default_factory=list)
+    # The training child's sandbox (app/sandbox.py; bubblewrap per `probe_sandbox`): its address space, and
+    # its CPU seconds per attempt (all threads together; 0: no limit). The memory limit is not applied on a
+    # GPU, whose driver maps far more address space than it uses.
+    train_memory_mb: int = Field(default=32 * 1024, ge=0)
+    train_cpu_seconds: int = Field(default=0, ge=0)
+    # How long the end of a run (its final status, or handing it back) keeps retrying while the database
+    # is unreachable, holding what the run wrote in memory meanwhile.
+    db_retry_seconds: float = Field(default=600.0, gt=0)
+
+    @property
+    def redispatch_seconds(self) -> float:
+        return self.redispatch_after_seconds or self.reconcile_interval_seconds
 
 
 @lru_cache

@@ -10,30 +10,39 @@ How a run ends (exit code of `python -m distill run`, distill/errors.py):
 - 2                            -> failed with the error event's code/message/param (the user's mistake);
 - cancel requested, we stopped it -> cancelled (exit 3 after a checkpoint, or killed after the grace);
 - the worker is shutting down  -> the job goes back to the queue and resumes from its checkpoint later;
-- 1, a signal, anything else   -> failed `internal_error` with a generic message; the traceback (stderr
-  tail) goes to the events and the worker log, the whole stderr stays in the job folder.
+- killed by a signal (SIGKILL from the kernel's OOM killer, SIGSEGV, ...) with attempts left -> back to the
+  queue with the attempt counted, re-sent by the reconciler, and the next attempt resumes from the
+  checkpoint; SIGXCPU (its CPU-time limit) -> failed `cpu_time_exceeded`;
+- 1, a signal on the last attempt, anything else -> failed `internal_error` with a generic message; the
+  traceback (stderr tail) goes to the events and the worker log, the whole stderr stays in the job folder.
+
+The database may be unreachable at any point: syncs keep what they could not write (RunLog.restore) and
+the final write retries for up to `db_retry_seconds`, so an outage loses no event or metric.
 - the lease was lost           -> nothing is written: the worker that took the job over owns it now.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import SessionFactory
 from app.models import utcnow
+from app.probe import service_folders
+from distill.config import JobConfig
 from distill.errors import EXIT_OK, EXIT_USER_ERROR, UserError
 from worker import repository as repo
-from worker.child import Child, tail
+from worker.child import Child, Sandbox, tail
 from worker.jobfile import resolve_spec, write_job_file
 from worker.outcome import collect_artifacts, final_metrics
 from worker.repository import ClaimedJob
@@ -45,6 +54,7 @@ log = logging.getLogger(__name__)
 ENGINE_COMMAND: tuple[str, ...] = (sys.executable, "-m", "distill")
 CRASH_MESSAGE = "the training process crashed; see the job events"
 _SHUTDOWN = threading.Event()
+T = TypeVar("T")
 
 
 def request_shutdown() -> None:
@@ -63,6 +73,33 @@ def reset_shutdown() -> None:
 
 def job_dir(settings: WorkerSettings, job_id: str) -> Path:
     return settings.artifact_dir / "jobs" / job_id
+
+
+def job_inputs(config: JobConfig) -> tuple[Path, ...]:
+    """The uploads the run may read: its teacher, student and data files (built-in data needs none)."""
+    paths = [
+        config.teacher.path if config.teacher is not None else None,
+        config.student.path,
+        config.dataset.train,
+        config.dataset.validation,
+    ]
+    return tuple(Path(p) for p in paths if isinstance(p, str) and not p.startswith("builtin:"))
+
+
+def sandbox_for(settings: WorkerSettings, *, work: Path, config: JobConfig) -> Sandbox:
+    gpu = settings.device != "cpu" and any(Path("/dev").glob("nvidia[0-9]*"))
+    tmp = work / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return Sandbox(
+        mode=settings.probe_sandbox,
+        work=work.resolve(),
+        inputs=job_inputs(config),
+        hidden=tuple(service_folders(settings)),
+        cpu_seconds=settings.train_cpu_seconds or None,
+        memory_bytes=None if gpu or not settings.train_memory_mb else settings.train_memory_mb * 2**20,
+        gpu=gpu,
+        extra_env={"HOME": str(work.resolve()), "TMPDIR": str(tmp.resolve())},
+    )
 
 
 class Supervisor:
@@ -95,6 +132,7 @@ class Supervisor:
                 config = resolve_spec(session, spec=self.job.spec, tenant_id=self.job.tenant_id, settings=self.settings)
             job_file = self.dir / "job.json"
             write_job_file(config, job_file)
+            confine = sandbox_for(self.settings, work=self.dir, config=config)
         except UserError as exc:
             return self._finish("failed", error=exc.as_dict(), message=exc.message)
         resume = (self.dir / "checkpoint.pt").is_file()
@@ -108,7 +146,7 @@ class Supervisor:
                 f"attempt {self.job.attempt} started on {self.job.worker_id}{how}",
                 data={"attempt": self.job.attempt, "worker_id": self.job.worker_id, "resumed": resume},
             )
-            child = Child(command, stderr_path=self.dir / "stderr.log")
+            child = Child(command, stderr_path=self.dir / "stderr.log", confine=confine)
             try:
                 exit_code = self._supervise(child)
             finally:
@@ -207,6 +245,12 @@ class Supervisor:
             return self._requeue(exit_code)
         if exit_code == EXIT_USER_ERROR and run_log.error is not None:
             return self._finish("failed", error=run_log.error, message=run_log.error["message"])
+        if exit_code == -signal.SIGXCPU:
+            message = f"the run used its {self.settings.train_cpu_seconds} s of CPU time and was stopped"
+            error = {"code": "cpu_time_exceeded", "message": message, "param": None}
+            return self._finish("failed", error=error, message=message)
+        if exit_code < 0 and self.job.attempt < self.settings.max_attempts:
+            return self._retry(exit_code)
         return self._crash(exit_code)
 
     def _succeed(self, result: dict[str, Any]) -> str:
@@ -251,40 +295,82 @@ class Supervisor:
         level = {"succeeded": "info", "cancelled": "info"}.get(status, "error")
         self.run_log.add(status, message, level=level, data={**(data or {}), **({"error": error} if error else {})})
         progress, metrics, events, metric_rows = self.run_log.take()
-        with self.sessions() as session:
-            owned = repo.finish_job(
-                session,
-                self.job,
-                now=utcnow(),
-                status=status,
-                error=error,
-                events=events,
-                metric_rows=metric_rows,
-                progress=fields.pop("progress", progress),
-                metrics=fields.pop("metrics", metrics),
-                **fields,
-            )
+        progress, metrics = fields.pop("progress", progress), fields.pop("metrics", metrics)
+
+        def write() -> bool:
+            with self.sessions() as session:
+                return repo.finish_job(
+                    session,
+                    self.job,
+                    now=utcnow(),
+                    status=status,
+                    error=error,
+                    events=events,
+                    metric_rows=metric_rows,
+                    progress=progress,
+                    metrics=metrics,
+                    **fields,
+                )
+
+        owned = self._until_written(write)
         if not owned:
             log.warning("job %s: lease lost before the final status %s could be written", self.job.id, status)
             return "lost"
         log.info("job %s attempt %s: %s", self.job.id, self.job.attempt, status)
         return status
 
-    def _requeue(self, exit_code: int) -> str:
-        self.run_log.add(
-            "requeued",
-            "the worker stopped; the job will resume from its last checkpoint",
-            data={"exit_code": exit_code},
+    def _retry(self, exit_code: int) -> str:
+        """The child died of a signal (an OOM kill, most often) with attempts left: queue the next attempt."""
+        reason = f"the training process was killed by signal {-exit_code} ({signal.Signals(-exit_code).name})"
+        log.warning("job %s attempt %s: %s; retrying from its checkpoint", self.job.id, self.job.attempt, reason)
+        data = {"exit_code": exit_code, "reason": reason, "stderr_tail": tail(self.dir / "stderr.log", 2000)}
+        self.run_log.add("crash", reason, level="warning", data=data)
+        message = (
+            f"{reason}; attempt {self.job.attempt + 1} of {self.settings.max_attempts} will resume from "
+            "the last checkpoint"
         )
+        return self._requeue(exit_code, message=message, count_attempt=True)
+
+    def _requeue(
+        self,
+        exit_code: int,
+        *,
+        message: str = "the worker stopped; the job will resume from its last checkpoint",
+        count_attempt: bool = False,
+    ) -> str:
+        self.run_log.add("requeued", message, data={"exit_code": exit_code})
         progress, metrics, events, metric_rows = self.run_log.take()
-        with self.sessions() as session:
-            # Keep what the run wrote before it stopped, then hand the job back.
-            repo.sync_running_job(
-                session, self.job, now=utcnow(), progress=progress, metrics=metrics, metric_rows=metric_rows
-            )
-        with self.sessions() as session:
-            owned = repo.requeue_job(session, self.job, now=utcnow(), events=events)
-        return "queued" if owned else "lost"
+
+        def write() -> bool:
+            # What the run wrote before it stopped and the hand-back, in one transaction each, in order.
+            with self.sessions() as session:
+                synced = repo.sync_running_job(
+                    session, self.job, now=utcnow(), progress=progress, metrics=metrics, metric_rows=metric_rows
+                )
+            if not synced.owned:
+                return False
+            with self.sessions() as session:
+                return repo.requeue_job(session, self.job, now=utcnow(), events=events, count_attempt=count_attempt)
+
+        return "queued" if self._until_written(write) else "lost"
+
+    def _until_written(self, write: Callable[[], T]) -> T:
+        """`write()`, retried while the database is unreachable, for up to `db_retry_seconds`.
+
+        Metric rows go in the same transaction as the lease check, so a retry after a failed attempt
+        writes them once; a retry after a commit whose reply was lost may repeat the last batch (rare).
+        """
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return write()
+            except SQLAlchemyError:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("job %s: the database is unreachable; retrying in %.1fs", self.job.id, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 def supervise(

@@ -28,13 +28,14 @@ class Outbox:
 def test_which_jobs_are_sent_again(sessions: sessionmaker[Session], settings: Any) -> None:
     now = utcnow()
     old = now - timedelta(minutes=1)
-    long_ago = now - timedelta(seconds=settings.redispatch_after_seconds + 60)
+    long_ago = now - timedelta(seconds=settings.redispatch_seconds + 60)
     lease_gone = now - timedelta(seconds=10)
     lease_live = now + timedelta(seconds=30)
     spec = fake_spec("succeed")
     never_sent = add_job(sessions, spec, created_at=old)
     just_created = add_job(sessions, spec, created_at=now)  # the API is about to send it
-    sent_recently = add_job(sessions, spec, created_at=old, dispatched_at=old)
+    recently = now - timedelta(seconds=settings.redispatch_seconds / 2)  # within the interval: not yet lost
+    sent_recently = add_job(sessions, spec, created_at=old, dispatched_at=recently)
     sent_long_ago = add_job(sessions, spec, created_at=long_ago, dispatched_at=long_ago)
     orphaned = add_job(
         sessions, spec, status="running", attempt=1, worker_id="dead", lease_expires_at=lease_gone, dispatched_at=old
