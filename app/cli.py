@@ -1,9 +1,10 @@
-"""`distillery`: serve the API, migrate the database, or run the demo against a running service."""
+"""`distillery`: serve the API, migrate the database, manage API keys and tenants, or run the demo."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -26,6 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default=".", help="Folder to download student.safetensors into.")
     demo.add_argument("--timeout", type=float, default=600.0, help="Give up waiting for the job after this long.")
 
+    demo.add_argument(
+        "--key", default=os.environ.get("DISTILLERY_API_KEY"), help="API key (default: DISTILLERY_API_KEY)."
+    )
+
+    from app.auth.cli import add_commands
+
+    add_commands(commands)
+
     args = parser.parse_args(argv)
     # The demo draws a progress bar: only warnings may interrupt it (httpx logs every request at INFO).
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -47,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
         uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port)
         return 0
+    if args.command in ("keys", "tenants"):
+        from app.auth import cli as auth_cli
+
+        return auth_cli.run(args)
     from app.demo import run_demo
 
-    return run_demo(args.url, epochs=args.epochs, out_dir=args.out, timeout=args.timeout)
+    return run_demo(args.url, epochs=args.epochs, out_dir=args.out, timeout=args.timeout, key=args.key)
 
 
 if __name__ == "__main__":

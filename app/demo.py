@@ -134,8 +134,9 @@ def _upload(client: httpx.Client, purpose: str, filename: str, content: bytes) -
     return result
 
 
-def run_demo(url: str, *, epochs: int = 5, out_dir: str = ".", timeout: float = 600.0) -> int:
-    with httpx.Client(base_url=url, timeout=60.0) as client:
+def run_demo(url: str, *, epochs: int = 5, out_dir: str = ".", timeout: float = 600.0, key: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
         try:
             client.get("/healthz").raise_for_status()
         except httpx.HTTPError as exc:

@@ -12,6 +12,8 @@ import anyio
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.auth import service as auth_service
+from app.auth.limits import TenantLimits
 from app.db import SessionFactory, get_session
 from app.queue import JobQueue
 from app.settings import Settings
@@ -23,11 +25,40 @@ async def get_app_settings(request: Request) -> Settings:
 
 
 async def get_tenant(request: Request) -> str:
-    """The tenant every query filters by. One tenant for now; an API-key lookup plugs in here
-    (`Authorization: Bearer <key>` → the key's tenant, 401 without one) without touching any endpoint. A lookup
-    that queries must not use the request's session from a thread of its own: see app.db on thread hops."""
+    """The tenant every query filters by: the one of the request's API key (`Authorization: Bearer <key>`,
+    401 without a valid one), or Settings.default_tenant when auth is off (the embedded default).
+
+    The key is looked up in a worker thread with a short session of its own, closed before the endpoint
+    runs: the request's session must not be used from a thread of its own (see app.db on thread hops),
+    and this one holds no connection while it waits for a thread. FastAPI runs it once per request.
+    """
     settings: Settings = request.app.state.settings
-    return settings.default_tenant
+    if not settings.auth_required:
+        return settings.default_tenant
+    factory: SessionFactory = request.app.state.sessionmaker
+    authorization = request.headers.get("authorization")
+
+    def lookup() -> str:
+        with factory() as session:
+            found = auth_service.authenticate(session, authorization=authorization, settings=settings)
+            if found.wrote:
+                session.commit()  # last_used_at, at most once per key_touch_seconds per key
+            return found.tenant
+
+    return await anyio.to_thread.run_sync(lookup)
+
+
+async def get_tenant_limits(request: Request, tenant: Annotated[str, Depends(get_tenant)]) -> TenantLimits:
+    """The limits of the request's tenant, for an endpoint that needs one before its service runs (the
+    upload's streaming size check)."""
+    settings: Settings = request.app.state.settings
+    factory: SessionFactory = request.app.state.sessionmaker
+
+    def lookup() -> TenantLimits:
+        with factory() as session:
+            return auth_service.tenant_limits(session, tenant=tenant, settings=settings)
+
+    return await anyio.to_thread.run_sync(lookup)
 
 
 async def get_queue(request: Request) -> JobQueue:
@@ -54,6 +85,7 @@ async def get_probe_limiter(request: Request) -> anyio.CapacityLimiter:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+TenantLimitsDep = Annotated[TenantLimits, Depends(get_tenant_limits)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 ProbeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_probe_limiter)]

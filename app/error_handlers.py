@@ -77,7 +77,7 @@ def error_param(loc: tuple[int | str, ...] | list[int | str], *, error_type: str
 
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return envelope(exc.status_code, exc.code, exc.message, exc.param)
+    return envelope(exc.status_code, exc.code, exc.message, exc.param, headers=exc.headers)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,16 @@ class AppError(DistillError):
 
     status_code: ClassVar[int] = 400
     code = "bad_request"
+    # Response headers that go with the error (WWW-Authenticate, Retry-After).
+    headers: dict[str, str] | None = None
+
+
+class Unauthorized(AppError):
+    """No API key, or one that is unknown or revoked (DESIGN §3)."""
+
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 (never mutated)
 
 
 class NotFound(AppError):
@@ -47,3 +57,12 @@ class PayloadTooLarge(AppError):
 class ServiceUnavailable(AppError):
     status_code = 503
     code = "service_unavailable"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.architectures.endpoints import router as architectures_router
 from app.artifacts.endpoints import router as artifacts_router
+from app.auth.service import log_auth_mode
 from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
 from app.files.endpoints import router as files_router
@@ -45,6 +46,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        log_auth_mode(settings)
         # Endpoints do their database work on these threads; Settings keeps them within the pool (app.db).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if settings.database_url.startswith("sqlite"):

@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     default_tenant: str = "local"
+    # API keys (DESIGN §3). None: required, except in the embedded default (a SQLite database), which runs as
+    # default_tenant alone and says so at start. `off` anywhere makes every request default_tenant's.
+    auth: Literal["required", "off"] | None = None
+    # A key's last_used_at is written at most once per this many seconds (not on every request).
+    key_touch_seconds: int = Field(default=60, ge=1)
+    # Per-tenant limits: every tenant's unless its row overrides one (`distillery tenants set`).
+    # Jobs queued or running at once; one more is refused with 429 and Retry-After.
+    max_concurrent_jobs: int = Field(default=4, ge=1)
+    too_many_jobs_retry_after_seconds: int = Field(default=30, ge=1)
+    # Sum of the tenant's uploaded files; an upload past it is refused with 413.
+    max_storage_bytes: int = Field(default=100 * 1024**3, ge=0)
+    # Wall-clock seconds a job may train (recorded on the job at submission; the worker enforces it).
+    job_time_budget_seconds: int = Field(default=24 * 3600, ge=1)
     # How long /readyz and the enqueue call wait for the broker before calling it down.
     broker_timeout_seconds: float = Field(default=2.0, gt=0)
     # Worker threads of the API process (AnyIO's thread limiter, set at startup; AnyIO's default is 40).
@@ -70,6 +83,12 @@ class Settings(BaseSettings):
                 f"({self.db_pool_size} + {self.db_max_overflow}): every worker thread may need a connection"
             )
         return self
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth is not None:
+            return self.auth == "required"
+        return not self.database_url.startswith("sqlite")
 
     def broker_transport_options(self) -> dict[str, Any]:
         """Transport options for Celery/kombu: the message folders of the filesystem transport, else none.

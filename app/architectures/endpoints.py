@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from app.architectures import service
 from app.architectures.schemas import ArchitectureList, ArchitectureRead, LayerList
+from app.dependencies import get_tenant
 from app.errors_doc import error_responses
 
-router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
+# Global, not per tenant, but behind the API key like every /v1 route.
+router = APIRouter(prefix="/v1/architectures", tags=["architectures"], dependencies=[Depends(get_tenant)])
 
 InputShapeQuery = Annotated[
     str,

@@ -11,7 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from app.architectures.endpoints import KwargsQuery
 from app.architectures.schemas import LayerList
 from app.db import in_worker_thread
-from app.dependencies import ProbeLimiterDep, SessionDep, SessionFactoryDep, SettingsDep, TenantDep
+from app.dependencies import (
+    ProbeLimiterDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    TenantDep,
+    TenantLimitsDep,
+)
 from app.errors_doc import error_responses
 from app.files import layers, service
 from app.files.schemas import FileList, FileRead
@@ -49,8 +56,10 @@ _UPLOAD_BODY: dict[str, Any] = {
     responses=error_responses(413, 415, 422),
     summary="Upload a teacher checkpoint or a dataset",
 )
-async def upload_file(request: Request, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> FileRead:
-    upload = await receive_upload(request, dest=settings.upload_dir, max_bytes=settings.max_upload_bytes)
+async def upload_file(
+    request: Request, session: SessionDep, tenant: TenantDep, limits: TenantLimitsDep, settings: SettingsDep
+) -> FileRead:
+    upload = await receive_upload(request, dest=settings.upload_dir, max_bytes=limits.max_upload_bytes)
     # Format detection reads the file (and may import torch/onnx): keep it off the event loop.
     file = await run_in_threadpool(service.create_file, session, tenant=tenant, settings=settings, upload=upload)
     return FileRead.model_validate(file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import File
@@ -58,3 +58,8 @@ def add(session: Session, file: File) -> File:
 def delete(session: Session, file: File) -> None:
     session.delete(file)
     session.flush()
+
+
+def total_bytes(session: Session, *, tenant: str) -> int:
+    """What the tenant's files take (its storage quota counts this)."""
+    return int(session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.tenant_id == tenant)) or 0)

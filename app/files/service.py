@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.architectures.service import check_input_shape
+from app.auth.quotas import check_storage
 from app.db import after_commit, after_rollback
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.files import repository
@@ -38,12 +39,15 @@ def create_file(session: Session, *, tenant: str, settings: Settings, upload: Re
                 "no file was sent: put it in a multipart part named 'file'", code="missing_file", param=FILE_FIELD
             )
         file_format, meta = inspect_upload(purpose, str(upload.path))
+        check_storage(session, tenant=tenant, settings=settings, incoming_bytes=upload.bytes)
     except BaseException:
         upload.discard()
         raise
     assert upload.path is not None
     file_id = new_id("file_")
-    final_path = settings.upload_dir / file_id
+    storage_path = f"{tenant}/{file_id}"  # per tenant: tenant ids are folder-safe (app.auth.service.TENANT_RE)
+    final_path = settings.upload_path(storage_path)
+    final_path.parent.mkdir(exist_ok=True)
     os.replace(upload.path, final_path)
     after_rollback(session, lambda: final_path.unlink(missing_ok=True))
     return repository.add(
@@ -57,7 +61,7 @@ def create_file(session: Session, *, tenant: str, settings: Settings, upload: Re
             sha256=upload.sha256,
             format=file_format,
             meta=meta,
-            storage_path=file_id,
+            storage_path=storage_path,
         ),
     )
 

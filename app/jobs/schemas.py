@@ -161,6 +161,9 @@ class JobRead(BaseModel):
     error: JobError | None
     attempt: int = Field(description="How many times a worker has started this job.")
     cancel_requested: bool
+    time_budget_seconds: int | None = Field(
+        default=None, description="Wall-clock seconds the job may train (its tenant's limit at submission)."
+    )
     artifacts: list[ArtifactRead]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth.quotas import check_job_slot
 from app.db import after_commit
 from app.errors import Conflict, NotFound
 from app.jobs import repository
@@ -47,7 +48,9 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
 
+    check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
     validate_job(session, tenant=tenant, settings=settings, spec=spec)
+    limits = check_job_slot(session, tenant=tenant, settings=settings, lock=True)
 
     job = Job(
         tenant_id=tenant,
@@ -57,6 +60,7 @@ def create_job(
         metrics={},
         idempotency_key=idempotency_key,
         request_hash=digest,
+        time_budget_seconds=limits.job_time_budget_seconds,
     )
     try:
         with session.begin_nested():  # a savepoint: losing the race below must not undo the whole request

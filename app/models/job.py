@@ -55,6 +55,9 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Wall-clock seconds the job may train, the tenant's limit when it was submitted (migration 0003): the
+    # worker stops the engine child past it and fails the job as `time_budget_exceeded`.
+    time_budget_seconds: Mapped[int | None] = mapped_column(Integer)
 
     # Every JobRead lists its artifacts: loaded with the jobs in one extra query per batch (selectin), or
     # joined into the job's own query where one job is read (jobs.repository.get).

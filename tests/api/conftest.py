@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,39 @@ def assert_error(response: Any, status: int, param: str | None, code: str | None
         assert body["error"]["code"] == code, body
     error: dict[str, Any] = body["error"]
     return error
+
+
+def create_api_key(session_factory: Any, tenant: str) -> str:
+    """A key for `tenant` (the tenant row too), committed into the test's transaction."""
+    from app.auth.service import create_key
+
+    with session_factory() as session:
+        key = create_key(session, tenant=tenant).key
+        session.commit()
+    return key
+
+
+@pytest.fixture
+def api_key(session_factory: Any, tenant: str) -> str:
+    """The key of the test's tenant: `client` sends it, so API tests run with auth required (the default
+    outside the embedded SQLite mode), as production does."""
+    return create_api_key(session_factory, tenant)
+
+
+@pytest.fixture
+def client(api: Any, api_key: str) -> Iterator[TestClient]:
+    with TestClient(api, headers={"Authorization": f"Bearer {api_key}"}) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anonymous_client(api: Any) -> Iterator[TestClient]:
+    """The same app, no key."""
+    with TestClient(api) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def api_settings(api_settings: Any) -> Any:
+    """The root fixture's settings, with room for the many jobs some tests submit (the limit has its own test)."""
+    return api_settings.model_copy(update={"max_concurrent_jobs": 100})

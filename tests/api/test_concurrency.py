@@ -18,10 +18,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import delete
 
+from app.auth.service import create_key
 from app.db import make_engine, make_sessionmaker
 from app.jobs import repository as jobs_repository
 from app.main import create_app
-from app.models import Job
+from app.models import Job, Tenant
 from app.settings import Settings
 from tests.conftest import RecordingQueue
 
@@ -40,11 +41,14 @@ def test_many_concurrent_reads_with_fewer_connections_than_threads(
         job_id = jobs_repository.add(
             session, Job(tenant_id=tenant, status="queued", spec={}, progress={}, metrics={})
         ).id
+        key = create_key(session, tenant=tenant).key  # every request also looks its key up, in a thread
     app = create_app(api_settings, session_factory=factory, queue=RecordingQueue())
 
     async def read_concurrently() -> list[httpx.Response]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
             reads = [client.get(f"/v1/jobs/{job_id}") for _ in range(REQUESTS)]
             return await asyncio.wait_for(asyncio.gather(*reads), timeout=60)
 
@@ -53,6 +57,7 @@ def test_many_concurrent_reads_with_fewer_connections_than_threads(
     finally:
         with factory.begin() as session:
             session.execute(delete(Job).where(Job.tenant_id == tenant))
+            session.execute(delete(Tenant).where(Tenant.id == tenant))  # and its keys (ON DELETE CASCADE)
         engine.dispose()
     assert [r.status_code for r in responses] == [200] * REQUESTS
     assert {r.json()["id"] for r in responses} == {job_id}

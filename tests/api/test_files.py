@@ -17,11 +17,12 @@ from tests.api.conftest import assert_error, npz_bytes, upload, upload_ok
 
 
 def stored_files(upload_dir: Path) -> list[Path]:
-    return sorted(upload_dir.iterdir())
+    """Every file under the upload folder (uploads are stored per tenant: upload_dir/<tenant>/<file id>)."""
+    return sorted(path for path in upload_dir.rglob("*") if path.is_file())
 
 
 def test_upload_teacher_detects_format_and_hashes(
-    client: TestClient, torchscript_bytes: bytes, storage: dict[str, Path]
+    client: TestClient, torchscript_bytes: bytes, storage: dict[str, Path], tenant: str
 ) -> None:
     body = upload_ok(client, "teacher", torchscript_bytes, "teacher.pt")
     assert body["purpose"] == "teacher"
@@ -32,6 +33,7 @@ def test_upload_teacher_detects_format_and_hashes(
     assert body["id"].startswith("file_")
     (stored,) = stored_files(storage["upload_dir"])
     assert stored.read_bytes() == torchscript_bytes
+    assert stored.relative_to(storage["upload_dir"]).parts == (tenant, body["id"])
     assert client.get(f"/v1/files/{body['id']}").json() == body
 
 

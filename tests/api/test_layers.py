@@ -205,12 +205,13 @@ def test_another_tenants_file_is_404(client: TestClient, db_session: Session) ->
 
 
 def test_a_probe_past_its_time_is_a_422(
-    api_settings: Settings, session_factory: sessionmaker[Session], safetensors_bytes: bytes
+    api_settings: Settings, session_factory: sessionmaker[Session], safetensors_bytes: bytes, api_key: str
 ) -> None:
     from app.main import create_app
 
     settings = api_settings.model_copy(update={"probe_timeout_seconds": 0.3})  # torch alone takes longer
-    with TestClient(create_app(settings, session_factory=session_factory, queue=RecordingQueue())) as client:
+    app = create_app(settings, session_factory=session_factory, queue=RecordingQueue())
+    with TestClient(app, headers={"Authorization": f"Bearer {api_key}"}) as client:
         file_id = upload_ok(client, "teacher", safetensors_bytes, "teacher.safetensors")["id"]
         params = {"architecture": "mlp", "kwargs": '{"hidden": [16]}', "input_shape": "1,8,8"}
         error = assert_error(client.get(f"/v1/files/{file_id}/layers", params=params), 422, None, "probe_timeout")

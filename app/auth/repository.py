@@ -1,0 +1,55 @@
+"""All SQL on `tenants` and `api_keys`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import ApiKey, Tenant
+
+
+def get_tenant(session: Session, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+    query = select(Tenant).where(Tenant.id == tenant_id)
+    if for_update:
+        # Serialises one tenant's submissions and uploads, so two at once cannot both pass a limit.
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def list_tenants(session: Session) -> Sequence[Tenant]:
+    return session.scalars(select(Tenant).order_by(Tenant.id)).all()
+
+
+def add_tenant(session: Session, tenant: Tenant) -> Tenant:
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def add_key(session: Session, key: ApiKey) -> ApiKey:
+    session.add(key)
+    session.flush()
+    return key
+
+
+def get_key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+
+
+def list_keys(session: Session, *, tenant: str | None = None) -> Sequence[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.tenant_id, ApiKey.created_at)
+    if tenant is not None:
+        query = query.where(ApiKey.tenant_id == tenant)
+    return session.scalars(query).all()
+
+
+def touch_key(session: Session, *, key_id: str, now: datetime, older_than: datetime) -> None:
+    """last_used_at = now, unless another request did it since `older_than` (one write per interval)."""
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < older_than))
+        .values(last_used_at=now)
+    )
