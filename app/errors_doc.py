@@ -22,6 +22,7 @@ _DESCRIPTIONS = {
     409: "Conflict with the object's current state",
     413: "The upload is larger than the limit",
     415: "Not a multipart/form-data body",
+    416: "The Range header is malformed, asks for too many ranges, or for none inside the file",
     422: "Invalid request: `param` names the field",
     503: "A dependency is down",
 }

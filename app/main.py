@@ -21,6 +21,7 @@ from app.migrate import upgrade_to_head
 from app.ops.endpoints import router as ops_router
 from app.ops.observability import HttpMetricsMiddleware, make_registry
 from app.queue import CeleryJobQueue, JobQueue
+from app.request_guard import RequestGuard
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def create_app(
     app.state.metrics_registry = registry
 
     register_error_handlers(app)
+    # Added first so it runs inside the metrics middleware: refused requests are counted too.
+    app.add_middleware(RequestGuard, settings=settings, router=app.router)
     app.add_middleware(HttpMetricsMiddleware, histogram=http_histogram)
     for router in (files_router, jobs_router, artifacts_router, architectures_router, ops_router):
         app.include_router(router)

@@ -15,9 +15,14 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Integer cursors are bigint ids: a larger one would overflow the query parameter (a 500), so it is a 422.
+BIGINT_MAX = 2**63 - 1
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 AfterQuery = Annotated[str | None, Query(max_length=64, description="Cursor: the last id of the previous page.")]
+IdCursor = Annotated[
+    int | None, Query(ge=0, le=BIGINT_MAX, description="Cursor: the last id already seen; only newer rows.")
+]
 
 
 def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:

@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     probe_sandbox: Literal["auto", "bwrap", "off"] = "auto"
     # Probes running at once per API process (each may use probe_memory_mb); more wait their turn.
     probe_concurrency: int = Field(default=2, ge=1)
+    # Hostile input (docs/RELIABILITY.md "Hostile inputs"): every value is checked against these before it
+    # reaches the database, numpy or torch. A JSON body past max_json_body_bytes is refused with 413 before it
+    # is parsed; one nested deeper than max_json_depth, or with NaN/Infinity, with 422 invalid_json.
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=64, ge=8)
+    # Query and path parameter values (ids, cursors, names) longer than this are refused with 422.
+    max_param_chars: int = Field(default=4096, ge=64)
+    # A job's `metadata` labels: they are stored with the job and echoed in every listing.
+    max_metadata_keys: int = Field(default=64, ge=1)
+    max_metadata_key_chars: int = Field(default=128, ge=1)
+    max_metadata_value_chars: int = Field(default=1024, ge=1)
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=64)
+    # Datasets are read from their .npy headers first: the arrays' declared (decompressed, and as float32)
+    # size, the number of archive members and of dimensions are capped before numpy allocates anything.
+    max_dataset_bytes: int = Field(default=1024**3, gt=0)
+    max_dataset_members: int = Field(default=16, ge=2)
+    max_dataset_dims: int = Field(default=8, ge=2)
+    # Byte ranges in one download's Range header; more are refused with 416 (each range is a disk read).
+    max_download_ranges: int = Field(default=8, ge=1)
 
     @model_validator(mode="after")
     def _pool_covers_threads(self) -> Self:

@@ -198,16 +198,20 @@ class SelfSpec(Spec):
 class TrainingSpec(Spec):
     epochs: int = Field(10, ge=1, le=10_000, description="Passes over the transfer set.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Examples per step.")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    lr: float = Field(1e-3, ge=1e-12, le=10.0, description="Peak learning rate.")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Weight decay (decoupled for adamw).")
     schedule: Literal["constant", "step", "cosine"] = Field("cosine", description="Learning-rate schedule.")
-    step_size: int = Field(30, ge=1, description="Epochs between decays for the step schedule.")
+    step_size: int = Field(30, ge=1, le=10_000, description="Epochs between decays for the step schedule.")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="Decay factor for the step schedule.")
-    grad_clip: float | None = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
-    eval_every: int = Field(1, ge=1, description="Epochs between validations (the last epoch is always validated).")
-    seed: int = Field(0, ge=0, description="Seed for weights, shuffling and augmentation: a CPU run repeats.")
+    grad_clip: float | None = Field(None, gt=0.0, le=1e6, description="Clip the global gradient norm to this value.")
+    eval_every: int = Field(
+        1, ge=1, le=10_000, description="Epochs between validations (the last epoch is always validated)."
+    )
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed for weights, shuffling and augmentation: a CPU run repeats."
+    )
     augment: Literal["none", "noise", "shift"] = Field(
         "none",
         description="Per-step input augmentation: Gaussian noise, or random shifts of up to 1 pixel for images. "

@@ -10,6 +10,8 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,15 @@ def run_job(
     ctx = JobContext(
         config, data, num_classes, torch_device, emit, stop, JobProgress(emit, phases), out_dir, resume=resume
     )
-    if teacher is not None:
-        # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it before training.
-        teacher_val = teacher_logits_for(teacher, data.validation.x)  # (N_val, C) on the CPU
-        emit("message", level="info", message=f"teacher on validation: {ctx.describe(teacher_val)}")
-    if stop.requested:
-        raise Cancelled("stopped before training")
+    with _shape_errors_are_user_errors():
+        if teacher is not None:
+            # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it first.
+            teacher_val = teacher_logits_for(teacher, data.validation.x)  # (N_val, C) on the CPU
+            emit("message", level="info", message=f"teacher on validation: {ctx.describe(teacher_val)}")
+        if stop.requested:
+            raise Cancelled("stopped before training")
 
-    result = run_mode(ctx, teacher, teacher_val)
+        result = run_mode(ctx, teacher, teacher_val)
     history = list(result.history)
     baseline = None
     if config.baseline:
@@ -109,6 +112,35 @@ def run_job(
     artifacts = _artifact_list(out_dir)
     emit("result", report=report, artifacts=artifacts)
     return report
+
+
+# torch's messages when tensors that must agree in shape do not. Submission checks shapes on one dry-run
+# batch; a model whose outputs change with the data (a teacher that widens its logits on some inputs) is
+# only found here, and is the user's model, not our bug.
+_SHAPE_MESSAGES = (
+    "Sizes of tensors must match",
+    "size mismatch",
+    "shapes cannot be multiplied",
+    "must match the size of tensor",
+    "is invalid for input of size",
+)
+
+
+@contextmanager
+def _shape_errors_are_user_errors() -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as exc:
+        text = str(exc)
+        if not any(phrase in text for phrase in _SHAPE_MESSAGES):
+            raise
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise UserError(
+            "the teacher's or student's outputs changed shape on the training data (every batch must give "
+            f"the same output size as the dry run at submission): {first[:300]}",
+            code="shape_mismatch",
+            param="teacher",
+        ) from exc
 
 
 def _load_teacher(config: JobConfig, data: DataSplit, *, device: str) -> Teacher:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from app.artifacts import service
+from app.artifacts.ranges import check_range
 from app.artifacts.schemas import ArtifactRead
 from app.db import in_worker_thread
 from app.dependencies import SessionDep, SettingsDep, TenantDep
@@ -36,7 +37,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> list[
         200: {"content": {"application/octet-stream": {}}, "description": "The file"},
         206: {"description": "The byte range asked for with `Range: bytes=a-b`"},
         304: {"description": "If-None-Match matched the ETag (the sha256)"},
-        **error_responses(404),
+        **error_responses(404, 416),
     },
     summary="Download an artifact (Range requests work; ETag = sha256)",
 )
@@ -48,6 +49,7 @@ def download_artifact(
     etag = f'"{artifact.sha256}"'
     if etag in _etags(request.headers.get("if-none-match")):
         return Response(status_code=304, headers={"ETag": etag})
+    check_range(request.headers.get("range"), size=path.stat().st_size, max_ranges=settings.max_download_ranges)
     # FileResponse streams the file in chunks and answers Range / If-Range itself (206, Content-Range, 416);
     # our ETag replaces its mtime-based one, so If-Range compares content hashes.
     return FileResponse(

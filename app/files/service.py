@@ -16,13 +16,14 @@ from app.auth.quotas import check_storage
 from app.db import after_commit, after_rollback
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.files import repository
-from app.files.upload import FILE_FIELD, ReceivedUpload
+from app.files.upload import FILE_FIELD, ReceivedUpload, dataset_limits
 from app.jobs import repository as jobs_repository
 from app.jobs.spec import referenced_file_ids
 from app.models import FILE_PURPOSES, File, new_id
 from app.pagination import split_page
 from app.settings import Settings
 from distill.data import describe_array_file
+from distill.data.arrays import ArrayLimits
 from distill.errors import UserError
 from distill.teachers import detect_format
 
@@ -38,7 +39,7 @@ def create_file(session: Session, *, tenant: str, settings: Settings, upload: Re
             raise InvalidRequest(
                 "no file was sent: put it in a multipart part named 'file'", code="missing_file", param=FILE_FIELD
             )
-        file_format, meta = inspect_upload(purpose, str(upload.path))
+        file_format, meta = inspect_upload(purpose, str(upload.path), limits=dataset_limits(settings))
         check_storage(session, tenant=tenant, settings=settings, incoming_bytes=upload.bytes)
     except BaseException:
         upload.discard()
@@ -66,13 +67,13 @@ def create_file(session: Session, *, tenant: str, settings: Settings, upload: Re
     )
 
 
-def inspect_upload(purpose: str, path: str) -> tuple[str, dict[str, Any]]:
+def inspect_upload(purpose: str, path: str, *, limits: ArrayLimits | None = None) -> tuple[str, dict[str, Any]]:
     """(format, meta) of an upload, from the engine's own readers; their UserError becomes a 422 on `file`."""
     try:
         if purpose == "teacher":
             file_format = detect_format(path)
             return file_format, teacher_meta(path, file_format)
-        return "npz", describe_array_file(path, param=FILE_FIELD)
+        return "npz", describe_array_file(path, param=FILE_FIELD, limits=limits)
     except UserError as exc:
         raise InvalidRequest.from_user_error(exc, param=FILE_FIELD) from None
 

@@ -19,6 +19,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.errors import AppError, InvalidRequest, PayloadTooLarge
+from app.settings import Settings
+from distill.data.arrays import ArrayLimits
 
 if TYPE_CHECKING:  # a TypedDict that python-multipart only defines for type checkers
     from python_multipart.multipart import MultipartCallbacks
@@ -26,6 +28,20 @@ if TYPE_CHECKING:  # a TypedDict that python-multipart only defines for type che
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024  # a text field (purpose) is a few bytes; anything larger is not a form we know
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the text fields around the file
+
+
+def has_control_chars(text: str) -> bool:
+    """C0 control characters and DEL: never part of a name, an id or a cursor."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+def dataset_limits(settings: Settings) -> ArrayLimits:
+    """What a dataset's .npy headers may declare (checked before numpy reads a byte of data)."""
+    return ArrayLimits(
+        max_bytes=settings.max_dataset_bytes,
+        max_members=settings.max_dataset_members,
+        max_dims=settings.max_dataset_dims,
+    )
 
 
 class UnsupportedMediaType(AppError):
@@ -99,6 +115,13 @@ class _Receiver:
         self.part.name = options[b"name"].decode("utf-8", "replace")
         if b"filename" in options:
             self.part.filename = options[b"filename"].decode("utf-8", "replace")
+            if has_control_chars(self.part.filename):
+                # A label that would reach the database (Postgres refuses NUL in text) and every listing.
+                raise InvalidRequest(
+                    "the file name contains control characters (NUL, newline, ...); rename the file",
+                    code="invalid_filename",
+                    param=FILE_FIELD,
+                )
         self.writing = self.part.name == FILE_FIELD and self.part.filename is not None
         if self.writing:
             if self.file is not None or self.path is not None:

@@ -13,7 +13,7 @@ from app.errors_doc import error_responses
 from app.jobs import service
 from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
 from app.models import JobStatus
-from app.pagination import DEFAULT_LIMIT, AfterQuery, LimitQuery
+from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -26,7 +26,6 @@ IdempotencyKey = Annotated[
         description="Retry-safe submission: the same key and body return the first job (200) instead of a new one.",
     ),
 ]
-IdCursor = Annotated[int | None, Query(ge=0, description="Cursor: the last id already seen; only newer rows.")]
 SeriesLimit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
 
 

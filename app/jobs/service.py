@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.quotas import check_job_slot
 from app.db import after_commit
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs import repository
 from app.jobs.schemas import JobCreate
 from app.jobs.validation import validate_job
@@ -42,6 +42,7 @@ def create_job(
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """(job, created). A repeated Idempotency-Key with the same body returns the first job (created=False)."""
+    check_metadata(spec.metadata, settings)
     digest = request_hash(spec)
     if idempotency_key is not None:
         existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
@@ -78,6 +79,31 @@ def create_job(
     job_id = job.id
     after_commit(session, lambda: queue.send_run_job(job_id))
     return job, True
+
+
+def check_metadata(metadata: dict[str, str], settings: Settings) -> None:
+    """Labels are stored with the job and echoed in every listing: their count and sizes are capped."""
+    if len(metadata) > settings.max_metadata_keys:
+        raise InvalidRequest(
+            f"metadata has {len(metadata)} keys; at most {settings.max_metadata_keys} are accepted", param="metadata"
+        )
+    for key, value in metadata.items():
+        if len(key) > settings.max_metadata_key_chars:
+            raise InvalidRequest(
+                f"metadata key {key[:40]!r}... is longer than {settings.max_metadata_key_chars} characters",
+                param="metadata",
+            )
+        if len(value) > settings.max_metadata_value_chars:
+            raise InvalidRequest(
+                f"metadata[{key[:40]!r}] is longer than {settings.max_metadata_value_chars} characters",
+                param="metadata",
+            )
+    size = len(json.dumps(metadata).encode())
+    if size > settings.max_metadata_bytes:
+        raise InvalidRequest(
+            f"metadata takes {size:,} bytes as JSON; at most {settings.max_metadata_bytes:,} are accepted",
+            param="metadata",
+        )
 
 
 def _replay(existing: Job, digest: str) -> Job:
