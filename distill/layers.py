@@ -1,18 +1,21 @@
 """Which layers a knowledge term may name: the module paths of a network, with their output shapes.
 
-Two sources, the two forms of `python -m distill layers` and the two layers endpoints of the service:
+Three sources, the forms of `python -m distill layers` and the layers endpoints of the service:
 - a registry architecture (`architecture_layers`): built on the meta device, so listing a large network
   allocates nothing and runs no arithmetic; only shapes flow through the dry run;
 - a checkpoint (`checkpoint_layers`): loaded exactly as a job loads its teacher (weights-only reading,
   the same format checks), then one dry run on zeros; an ONNX graph lists its tensor names (what knowledge
   terms name for it). This runs an uploaded model, so the service only ever calls it in a sandboxed probe
-  process, never in the API.
+  process, never in the API;
+- an ONNX student (`student_layers`): converted exactly as a job converts it (distill/onnx), then one dry
+  run; its layers are the graph's tensor names. Also only ever run in the probe.
 
 A listing is `{"input_shape": [...], "data": [{"path", "shape", "type"}], "note": str | None}`; `note`
 says when the format shows fewer layers than a knowledge term could read (or none at all).
 
 Errors are UserErrors whose `param` is the option they are about (`architecture`, `kwargs`,
-`input_shape`, `num_classes`, `format`, `checkpoint`), which the service maps to its query parameters.
+`input_shape`, `num_classes`, `format`, `checkpoint`, `student`), which the service maps to its query
+parameters.
 """
 
 from __future__ import annotations
@@ -116,6 +119,24 @@ def checkpoint_layers(
         ]
         return {"input_shape": list(shape), "data": paths, "note": TORCHSCRIPT_NOTE}
     return {"input_shape": list(shape), "data": teacher.layers(shape), "note": None}
+
+
+def student_layers(path: str, *, input_shape: Sequence[int]) -> Listing:
+    """The tensor names of an ONNX student as the engine converts it (what its knowledge terms name), with
+    their shapes from one dry run of the converted module. Errors about the graph have `param` 'student'."""
+    from distill.onnx import load_onnx_graph
+
+    shape = tuple(int(d) for d in input_shape)
+    module = load_onnx_graph(path, param="student")
+    try:
+        data = list_layers(module, shape)
+    except (RuntimeError, ValueError, IndexError) as exc:  # torch refused the input's shape somewhere
+        raise UserError(
+            f"the ONNX student cannot process inputs of shape {shape}: {' '.join(str(exc).split())[:300]}",
+            code="shape_mismatch",
+            param="input_shape",
+        ) from None
+    return {"input_shape": list(shape), "data": data, "note": None}
 
 
 def format_table(listing: Listing) -> str:

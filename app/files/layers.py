@@ -1,4 +1,4 @@
-"""GET /v1/files/{id}/layers: an uploaded teacher's module paths and output shapes, found by the probe.
+"""GET /v1/files/{id}/layers: an uploaded teacher's (or ONNX student's) layers and output shapes, found by the probe.
 
 Listing them means loading the checkpoint and running it once, so it never happens in the API process
 (DESIGN §2): the file is looked up here (this tenant's, a teacher), and `python -m distill layers
@@ -47,13 +47,15 @@ def plan_file_layers(
 ) -> LayersProbe:
     """Check the request (404 for a file this tenant has not got, 422 naming the query parameter)."""
     file = get_file(session, tenant=tenant, file_id=file_id)
-    if file.purpose != "teacher":
+    if file.purpose not in ("teacher", "student"):
         raise InvalidRequest(
-            f"file {file_id!r} is a {file.purpose}; layers are listed for models (purpose 'teacher')",
+            f"file {file_id!r} is a {file.purpose}; layers are listed for models (purpose 'teacher' or 'student')",
             code="wrong_file_purpose",
             param="file_id",
         )
     shape = _input_shape(input_shape, file.meta)
+    if file.purpose == "student":
+        return _student_plan(settings.upload_path(file.storage_path).resolve(), shape, architecture, kwargs)
     arguments = parse_kwargs(kwargs)
     if architecture is None and arguments:
         raise InvalidRequest("kwargs needs architecture: the name the arguments are for", param="kwargs")
@@ -89,6 +91,17 @@ def plan_file_layers(
             "checkpoint": "file_id",
             "format": "file_id",
         },
+    )
+
+
+def _student_plan(path: Path, shape: tuple[int, ...], architecture: str | None, kwargs: str | None) -> LayersProbe:
+    """An ONNX student is its own architecture: listed as the engine converts it (`layers --student`)."""
+    for name, value in (("architecture", architecture), ("kwargs", kwargs)):
+        if value is not None:
+            raise InvalidRequest(f"an ONNX student is its own architecture: leave {name} out", param=name)
+    args = ["layers", "--student", str(path), "--input-shape", ",".join(map(str, shape)), "--json"]
+    return LayersProbe(
+        path=path, args=args, params={"input_shape": "input_shape", "student": "file_id", "teacher": "file_id"}
     )
 
 
