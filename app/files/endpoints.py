@@ -23,7 +23,7 @@ from app.errors_doc import error_responses
 from app.files import layers, service
 from app.files.schemas import FileList, FileRead
 from app.files.upload import receive_upload
-from app.models import FilePurpose
+from app.models import FILE_PURPOSES, FilePurpose
 from app.pagination import DEFAULT_LIMIT, AfterQuery, LimitQuery
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -39,7 +39,12 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "required": ["file", "purpose"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "The file's bytes."},
-                        "purpose": {"type": "string", "enum": ["teacher", "dataset"]},
+                        "purpose": {
+                            "type": "string",
+                            "enum": list(FILE_PURPOSES),
+                            "description": "teacher: a checkpoint (TorchScript, ONNX, safetensors, state_dict); "
+                            "student: an ONNX graph from any framework; dataset: an .npz with x (and y).",
+                        },
                     },
                 }
             }
@@ -54,7 +59,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     response_model=FileRead,
     openapi_extra=_UPLOAD_BODY,
     responses=error_responses(413, 415, 422),
-    summary="Upload a teacher checkpoint or a dataset",
+    summary="Upload a teacher checkpoint, an ONNX student or a dataset",
 )
 async def upload_file(
     request: Request, session: SessionDep, tenant: TenantDep, limits: TenantLimitsDep, settings: SettingsDep
@@ -101,7 +106,8 @@ def delete_file(file_id: str, session: SessionDep, tenant: TenantDep, settings: 
     "/{file_id}/layers",
     response_model=LayerList,
     responses=error_responses(404, 422),
-    summary="The module paths (with output shapes) of an uploaded teacher, for knowledge.terms[].layers",
+    summary="The module paths or ONNX tensor names (with output shapes) of an uploaded teacher or student, for "
+    "knowledge.terms[].layers",
 )
 async def file_layers(
     file_id: str,

@@ -16,6 +16,7 @@ from app.auth.quotas import check_storage
 from app.db import after_commit, after_rollback
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.files import repository
+from app.files.onnx_meta import onnx_meta, read_onnx, student_format
 from app.files.upload import FILE_FIELD, ReceivedUpload, dataset_limits
 from app.jobs import repository as jobs_repository
 from app.jobs.spec import referenced_file_ids
@@ -26,6 +27,8 @@ from distill.data import describe_array_file
 from distill.data.arrays import ArrayLimits
 from distill.errors import UserError
 from distill.teachers import detect_format
+
+_PURPOSES = "'teacher' (a checkpoint), 'student' (an ONNX graph) or 'dataset' (an .npz)"
 
 
 def create_file(session: Session, *, tenant: str, settings: Settings, upload: ReceivedUpload) -> File:
@@ -73,6 +76,8 @@ def inspect_upload(purpose: str, path: str, *, limits: ArrayLimits | None = None
         if purpose == "teacher":
             file_format = detect_format(path)
             return file_format, teacher_meta(path, file_format)
+        if purpose == "student":
+            return student_format(path)
         return "npz", describe_array_file(path, param=FILE_FIELD, limits=limits)
     except UserError as exc:
         raise InvalidRequest.from_user_error(exc, param=FILE_FIELD) from None
@@ -80,7 +85,11 @@ def inspect_upload(purpose: str, path: str, *, limits: ArrayLimits | None = None
 
 def teacher_meta(path: str, file_format: str) -> dict[str, Any]:
     """What a teacher's header says without loading it: `input_shape` from a safetensors file's metadata
-    (`save_file(..., metadata={"input_shape": "1,28,28"})`), the default of its layers listing."""
+    (`save_file(..., metadata={"input_shape": "1,28,28"})`) or an ONNX graph's declared input, the default
+    of its layers listing."""
+    if file_format == "onnx":
+        model = read_onnx(path)  # detect_format has read it once already: it parses
+        return {} if model is None else onnx_meta(model)
     if file_format != "safetensors":
         return {}
     with open(path, "rb") as f:
@@ -132,9 +141,9 @@ def _active_jobs_using(session: Session, *, tenant: str, file_id: str) -> Sequen
 
 def _check_purpose(value: str | None) -> str:
     if value is None or value == "":
-        raise InvalidRequest("purpose is required: 'teacher' or 'dataset'", param="purpose")
+        raise InvalidRequest(f"purpose is required: {_PURPOSES}", param="purpose")
     if value not in FILE_PURPOSES:
-        raise InvalidRequest(f"purpose must be 'teacher' or 'dataset', got {value!r}", param="purpose")
+        raise InvalidRequest(f"purpose must be {_PURPOSES}, got {value!r}", param="purpose")
     return value
 
 
