@@ -35,6 +35,8 @@ from safetensors.torch import load_file
 
 from bench import methods
 from bench.common import RESULTS
+from distill.config import ArchitectureSpec
+from distill.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).parent / "torchdistill" / "configs"
@@ -88,7 +90,9 @@ def distillery_job(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any
     return config.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def torchdistill_config(method: str, ctx: dict[str, Any], workdir: Path) -> Path:
+def torchdistill_config(
+    method: str, ctx: dict[str, Any], workdir: Path, *, student_init: Path | None = None, order_seed: int | None = None
+) -> Path:
     term = methods.FITNET if method == "fitnet" else methods.AT
     hint = "features.block2"  # FitNets: the middle stage of each network, as the engine pairs it automatically
     input_shape = list(np.load(ctx["paths"]["test"])["x"].shape[1:])
@@ -115,6 +119,16 @@ def torchdistill_config(method: str, ctx: dict[str, Any], workdir: Path) -> Path
         "weight": term["weight"],
     }
     text = Template((CONFIGS / f"{method}.yaml").read_text()).substitute({k: str(v) for k, v in values.items()})
+    if student_init is not None:  # equivalence check: Distillery's initial student weights
+        old = "    src_ckpt:\n    dst_ckpt:"
+        assert old in text
+        text = text.replace(old, f"    src_ckpt: '{student_init}'\n    dst_ckpt:")
+    if order_seed is not None:  # equivalence check: Distillery's shuffle order
+        old = "key: 'torch.utils.data.RandomSampler'\n      kwargs:"
+        assert text.count(old) == 1
+        text = text.replace(
+            old, f"key: 'bench.torchdistill.glue.DistilleryOrderSampler'\n      kwargs: {{seed: {order_seed}}}"
+        )
     path = workdir / "run.yaml"
     path.write_text(text)
     return path
@@ -133,7 +147,9 @@ def run_distillery(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any
         if proc.returncode != 0:
             raise RuntimeError(f"distill run failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
         report = json.loads((Path(tmp) / "out" / "report.json").read_text())
+        history = [json.loads(line) for line in (Path(tmp) / "out" / "metrics.jsonl").read_text().splitlines()]
     return {
+        "val_top1_per_epoch": [r["value"] for r in history if r["name"] == "val/top1"],
         "student_top1": report["student"]["top1"],
         "teacher_top1": report["teacher"]["top1"],
         "wall_s": round(wall, 2),
@@ -142,9 +158,9 @@ def run_distillery(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any
     }
 
 
-def run_torchdistill(python: Path, method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+def run_torchdistill(python: Path, method: str, ctx: dict[str, Any], seed: int, **same: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        config = torchdistill_config(method, ctx, Path(tmp))
+        config = torchdistill_config(method, ctx, Path(tmp), **same)
         result = Path(tmp) / "result.json"
         t0 = time.perf_counter()
         proc = subprocess.run(
@@ -157,9 +173,22 @@ def run_torchdistill(python: Path, method: str, ctx: dict[str, Any], seed: int) 
             raise RuntimeError(f"torchdistill run failed ({proc.returncode}): {proc.stderr[-3000:]}")
         out = json.loads(result.read_text())
         kept = OUT / f"{method}.yaml"
-        if not kept.exists():
+        if not kept.exists() and not same:
             shutil.copy(config, kept)  # one filled-in config kept (git-ignored) for whoever wants to read it
     return {**out, "wall_s": round(wall, 2)}
+
+
+def equivalence(python: Path, ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+    """AT (no learned adapter) with the same initial student and the same batch order in both pipelines:
+    what is left to differ is the two implementations (and torch 2.13 vs 2.14 kernels), not the seed."""
+    torch.manual_seed(seed)  # exactly what the engine does before building the student (modes/context.py)
+    shape = tuple(np.load(ctx["paths"]["test"])["x"].shape[1:])
+    student = build_model(ArchitectureSpec(**methods.STUDENT), input_shape=shape, num_classes=10)
+    init = OUT / f"student-init-s{seed}.pt"
+    torch.save({"model": student.state_dict()}, init)
+    ours = run_distillery("at", ctx, seed)
+    theirs = run_torchdistill(python, "at", ctx, seed, student_init=init, order_seed=seed)
+    return {"seed": seed, "method": "at", "distillery": ours, "torchdistill": theirs}
 
 
 def step_timing(python: Path) -> dict[str, Any]:
@@ -202,9 +231,20 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["fitnet", "at"], choices=["fitnet", "at"])
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--name", default=f"torchdistill_{DATASET}")
+    parser.add_argument(
+        "--equivalence", action="store_true", help="only the same-init, same-order AT check (writes <name>_same.json)"
+    )
     args = parser.parse_args()
     python = ensure_venv(args.venv)
     ctx = setup()
+    if args.equivalence:
+        checks = [equivalence(python, ctx, seed) for seed in args.seeds]
+        for c in checks:
+            print(json.dumps(c))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        payload = {"machine": methods.machine(), "checks": checks}
+        (RESULTS / f"{args.name}_same.json").write_text(json.dumps(payload, indent=2))
+        return
     versions = subprocess.run(
         [python, "-c", "import torch, torchvision, torchdistill; print(torch.__version__, torchvision.__version__, "
          "torchdistill.__version__)"], capture_output=True, text=True, check=True,

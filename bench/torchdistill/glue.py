@@ -91,3 +91,20 @@ def distillery_cnn(
     c, h, w = (int(v) for v in input_shape)
     model = SmallCNN((c, h, w), int(num_classes), [int(v) for v in channels], int(hidden), float(dropout))
     return model.eval() if frozen else model
+
+
+class DistilleryOrderSampler(torch.utils.data.Sampler[int]):
+    """For the equivalence check only: yields, epoch after epoch, the shuffle order Distillery's training loop
+    uses (`distill/training/loop.py`: randperm with a generator seeded by seed · 1,000,003 + epoch), so both
+    pipelines see the same batches. The main comparison uses torchdistill's own RandomSampler."""
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        self.n, self.seed, self.epoch = len(data_source), int(seed), 0  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        return iter(torch.randperm(self.n, generator=generator).tolist())
