@@ -136,8 +136,10 @@ class Settings(BaseSettings):
             Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
     def upload_path(self, storage_path: str) -> Path:
-        """Where an uploaded file's `storage_path` lives on disk (relative paths are under upload_dir)."""
-        return self.upload_dir / storage_path
+        """Where an uploaded file's `storage_path` lives on disk (relative paths are under upload_dir).
+
+        Absolute, because the probe and the training child run in folders of their own."""
+        return (self.upload_dir / storage_path).resolve()
 
     def artifact_path(self, storage_path: str) -> Path:
         """Where an artifact's `storage_path` lives on disk (relative paths are under artifact_dir)."""

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return _archs(as_json=args.json)
     if args.command == "layers":
         return _layers(args, parser)
+    if args.command == "check":
+        return _check(args)
     return _run(args)
 
 
@@ -57,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     archs = sub.add_parser("archs", help="list the student architectures and their parameters")
     archs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _layers_parser(sub)
+    check = sub.add_parser(
+        "check",
+        help="check JOB.json without training (what the service runs at submission, in its probe)",
+        description="Load the data and the teacher, build the student and pair the layers as `run` would, "
+        'without training. With --json, stdout is {"ok": true}, or on exit 2 one error event.',
+    )
+    check.add_argument("job", type=Path, help="the job document (JSON)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a message")
     return parser
 
 
@@ -157,6 +167,35 @@ def _layers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             JsonLinesEmitter(out)("error", code="internal_error", message="internal error: see the log", param=None)
         return EXIT_INTERNAL_ERROR
     out.write((json.dumps(listing) if args.json else layers.format_table(listing)) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Exit 0 when the job could run, 2 with its UserError (an error event with --json), 1 on our bug."""
+    out = _claim_stdout_for_events()
+    try:
+        from distill.validate import check_job
+
+        check_job(load_job_file(args.job))
+    except (UserError, MemoryError) as exc:
+        error = (
+            exc
+            if isinstance(exc, UserError)
+            else UserError(
+                "checking the job needs more memory than this process may use (the teacher or the data is too big)",
+                code="out_of_memory",
+            )
+        )
+        if args.json:
+            JsonLinesEmitter(out)("error", **error.as_dict())
+        else:
+            print(f"error: {error.message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    out.write((json.dumps({"ok": True}) if args.json else "ok: the job can run") + "\n")
     out.flush()
     return EXIT_OK
 

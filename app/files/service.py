@@ -120,8 +120,13 @@ def list_files(
 
 
 def delete_file(session: Session, *, tenant: str, settings: Settings, file_id: str) -> None:
-    """Delete the row now and the bytes once that is committed; refused while an active job needs the file."""
-    file = get_file(session, tenant=tenant, file_id=file_id)
+    """Delete the row now and the bytes once that is committed; refused while an active job needs the file.
+
+    The row is locked first, so a job being submitted with this file (which holds it FOR SHARE) commits
+    before the check below looks for active jobs, or finds the file gone: never both accepted."""
+    file = repository.lock_for_delete(session, tenant=tenant, file_id=file_id)
+    if file is None:
+        raise NotFound(f"no file {file_id!r}")
     users = _active_jobs_using(session, tenant=tenant, file_id=file_id)
     if users:
         raise Conflict(

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http
+from fastapi.concurrency import run_in_threadpool
 
 from app.db import in_worker_thread
-from app.dependencies import QueueDep, SessionDep, SettingsDep, TenantDep
+from app.dependencies import (
+    ProbeLimiterDep,
+    QueueDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    TenantDep,
+)
 from app.errors_doc import error_responses
-from app.jobs import service
+from app.jobs import service, validation
 from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
 from app.models import JobStatus
 from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery
@@ -39,24 +49,55 @@ SeriesLimit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
     },
     summary="Submit a distillation job",
 )
-@in_worker_thread
-def create_job(
+async def create_job(
     spec: JobCreate,
     response: Response,
+    sessions: SessionFactoryDep,
     session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
     queue: QueueDep,
+    limiter: ProbeLimiterDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobRead:
-    job, created = service.create_job(
-        session, tenant=tenant, settings=settings, queue=queue, spec=spec, idempotency_key=idempotency_key
-    )
+    # Three steps, so that no connection (and no thread of the shared pool) waits on a model being run:
+    # read what the check needs with a short session, run the check in a probe slot, then write the job.
+    def plan() -> JobRead | validation.PlannedCheck:
+        with sessions() as short:
+            planned = service.plan_submission(
+                short, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key
+            )
+            return planned if isinstance(planned, validation.PlannedCheck) else JobRead.model_validate(planned)
+
+    planned = await run_in_threadpool(plan)
+    created = False
+    if isinstance(planned, JobRead):
+        job = planned
+    else:
+        checked = planned
+        await anyio.to_thread.run_sync(
+            lambda: validation.check_planned_job(checked, spec=spec, settings=settings), limiter=limiter
+        )
+
+        @in_worker_thread
+        def create() -> tuple[JobRead, bool]:
+            row, created = service.create_job(
+                session,
+                tenant=tenant,
+                settings=settings,
+                queue=queue,
+                spec=spec,
+                idempotency_key=idempotency_key,
+                checked=checked,
+            )
+            return JobRead.model_validate(row), created
+
+        job, created = await create()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = http.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return JobRead.model_validate(job)
+    return job
 
 
 @router.get("", response_model=JobList, responses=error_responses(422), summary="List jobs, newest first")

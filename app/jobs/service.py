@@ -17,7 +17,7 @@ from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs import repository
 from app.jobs.schemas import JobCreate
-from app.jobs.validation import validate_job
+from app.jobs.validation import PlannedCheck, lock_files, plan_job, validate_job
 from app.models import FINISHED_STATUSES, Job, JobEvent, JobMetric, utcnow
 from app.pagination import split_page
 from app.queue import JobQueue
@@ -40,8 +40,13 @@ def create_job(
     queue: JobQueue,
     spec: JobCreate,
     idempotency_key: str | None = None,
+    checked: PlannedCheck | None = None,
 ) -> tuple[Job, bool]:
-    """(job, created). A repeated Idempotency-Key with the same body returns the first job (created=False)."""
+    """(job, created). A repeated Idempotency-Key with the same body returns the first job (created=False).
+
+    `checked`: the spec was checked already, outside this transaction (`plan_submission`, then
+    validation.check_planned_job: what the endpoint does, so that no connection is held while the probe
+    runs); here its files are only locked. Without it every check runs now."""
     check_metadata(spec.metadata, settings)
     digest = request_hash(spec)
     if idempotency_key is not None:
@@ -49,8 +54,11 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
 
-    check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
-    validate_job(session, tenant=tenant, settings=settings, spec=spec)
+    if checked is None:
+        check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
+        validate_job(session, tenant=tenant, settings=settings, spec=spec)
+    else:
+        lock_files(session, tenant=tenant, plan=checked)  # a DELETE of one of them now waits for our commit
     limits = check_job_slot(session, tenant=tenant, settings=settings, lock=True)
 
     job = Job(
@@ -79,6 +87,20 @@ def create_job(
     job_id = job.id
     after_commit(session, lambda: queue.send_run_job(job_id))
     return job, True
+
+
+def plan_submission(
+    session: Session, *, tenant: str, settings: Settings, spec: JobCreate, idempotency_key: str | None
+) -> Job | PlannedCheck:
+    """The checks that need the database, before the probe (a short session of its own): the job this
+    Idempotency-Key already created, else what `validation.check_planned_job` needs."""
+    check_metadata(spec.metadata, settings)
+    if idempotency_key is not None:
+        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash(spec))
+    check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
+    return plan_job(session, tenant=tenant, settings=settings, spec=spec)
 
 
 def check_metadata(metadata: dict[str, str], settings: Settings) -> None:

@@ -64,7 +64,7 @@ class PlannedCheck:
     config: JobConfig
     file_ids: dict[str, str]  # client field -> file id, for step 3
     inputs: list[Path] = field(default_factory=list)  # uploads the probe may read
-    model_field: str | None = None  # the uploaded model a timeout is blamed on; None: nothing uploaded runs
+    model_field: str | None = None  # the upload a timeout is blamed on (a model first); None: nothing uploaded
 
 
 def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
@@ -77,16 +77,16 @@ def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCrea
     return PlannedCheck(
         config=config,
         file_ids={name: file.id for name, file in files.items()},
-        inputs=[settings.upload_path(file.storage_path).resolve() for file in files.values()],
-        model_field=models[0] if models else None,
+        inputs=[settings.upload_path(file.storage_path) for file in files.values()],
+        model_field=models[0] if models else next(iter(files), None),
     )
 
 
 def check_planned_job(plan: PlannedCheck, *, spec: JobCreate, settings: Settings) -> None:
     """Step 2 (blocking: run it in a thread of the probe limiter). 422 naming the field for any problem."""
     try:
-        if plan.model_field is None:
-            check_job(plan.config)  # registry architectures and data only: nothing uploaded runs
+        if not plan.inputs:
+            check_job(plan.config)  # built-in data and registry architectures: nothing uploaded is read
         else:
             _probe(plan, settings=settings)
     except UserError as exc:

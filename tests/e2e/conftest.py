@@ -10,6 +10,9 @@ its own test, since starting it is what that test checks.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import POSTGRES_SERVER_URL, create_database, drop_database, require_service
-from tests.e2e.processes import Service, service_env, start_api, start_worker
+from tests.e2e.processes import REPO, Service, service_env, start_api, start_worker
 
 E2E_DATABASE = "distillery_e2e"
 E2E_REDIS_DB = 13
@@ -72,6 +75,11 @@ class Stack:
     api: Service
     worker: Service
     env: dict[str, str]
+    key: str  # an API key of tenant `e2e`: the stack runs with auth required, as production does
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
     @property
     def url(self) -> str:
@@ -96,6 +104,23 @@ def stack_env(database_url: str, broker_url: str, root: Path) -> dict[str, str]:
     )
 
 
+def operator(env: dict[str, str], *args: str) -> str:
+    """`distillery ARGS…` as an operator runs it against the stack's database; its stdout."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def create_key(env: dict[str, str], tenant: str) -> str:
+    """`distillery keys create --tenant TENANT --json`; the tenant may have up to 32 jobs queued at once
+    (the e2e modules submit a dozen tiny jobs together; the default limit, 4, is tested in tests/api)."""
+    out = operator(env, "keys", "create", "--tenant", tenant, "--json")
+    created = json.loads(out)
+    assert set(created) == {"key", "prefix", "tenant"}, out
+    operator(env, "tenants", "set", tenant, "--max-concurrent-jobs", "32")
+    return str(created["key"])
+
+
 @pytest.fixture(scope="module")
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     import redis
@@ -111,14 +136,19 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upgrade_to_head(database_url)  # what `distillery migrate` / the compose migrations service does
 
     root = tmp_path_factory.mktemp("pg_stack")
-    env = stack_env(database_url, redis_url, root)
+    env = {**stack_env(database_url, redis_url, root), "DISTILLERY_AUTH": "required"}
+    key = create_key(env, "e2e")
     worker = start_worker(env, root / "logs")
     try:
         api = start_api(env, root / "logs")
     except Exception:
         worker.stop()
         raise
-    stack = Stack(api, worker, env)
+    stack = Stack(api, worker, env, key)
+    import httpx
+
+    anonymous = httpx.get(f"{api.url}/v1/jobs", timeout=10)  # auth is really on: no key, no jobs
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer", anonymous.text
     yield stack
     api.stop()
     assert worker.stop() == 0, stack.logs()

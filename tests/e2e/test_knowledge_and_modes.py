@@ -114,7 +114,7 @@ def finished(
     train = np.load(digits.train)
     small = folder / "train600.npz"
     np.savez(small, x=train["x"][:600], y=train["y"][:600])
-    with httpx.Client(base_url=pg_stack.url, timeout=30) as http:
+    with httpx.Client(base_url=pg_stack.url, timeout=30, headers=pg_stack.headers) as http:
         teacher_id = upload(http, cnn_teacher(digits, folder), "teacher")["id"]
         train_id, validation_id = upload(http, small, "dataset")["id"], upload(http, digits.validation, "dataset")["id"]
         base = {

@@ -82,7 +82,7 @@ def runs(pg_stack: Stack, digits: Digits, tmp_path_factory: pytest.TempPathFacto
     train = np.load(digits.train)
     small = folder / "train600.npz"
     np.savez(small, x=train["x"][:600], y=train["y"][:600])
-    with httpx.Client(base_url=pg_stack.url, timeout=60) as http:
+    with httpx.Client(base_url=pg_stack.url, timeout=60, headers=pg_stack.headers) as http:
         student = upload(http, torch_student(folder), "student")
         onnx_teacher = upload(http, onnx_cnn_teacher(folder), "teacher")
         teacher_id = upload(http, digits.teacher, "teacher")["id"]

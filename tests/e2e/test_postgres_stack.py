@@ -15,12 +15,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_walk_through(pg_stack: Stack, digits: Digits) -> None:
-    with httpx.Client(base_url=pg_stack.url, timeout=30) as http:
+    with httpx.Client(base_url=pg_stack.url, timeout=30, headers=pg_stack.headers) as http:
         walk_through(http, digits, logs=pg_stack.logs)
 
 
 def test_cancel_a_running_job(pg_stack: Stack, digits: Digits) -> None:
-    with httpx.Client(base_url=pg_stack.url, timeout=30) as http:
+    with httpx.Client(base_url=pg_stack.url, timeout=30, headers=pg_stack.headers) as http:
         ids = upload_digits(http, digits)
         job = submit(http, job_body(*ids, epochs=300, batch_size=16))
         deadline = time.monotonic() + 120
@@ -49,14 +49,14 @@ def test_a_job_accepted_while_the_broker_is_down_still_runs(
     }
     cut_off = start_api(env, tmp_path_factory.mktemp("api_no_broker"))
     try:
-        with httpx.Client(base_url=cut_off.url, timeout=30) as http:
+        with httpx.Client(base_url=cut_off.url, timeout=30, headers=pg_stack.headers) as http:
             ids = upload_digits(http, digits)
             job = submit(http, job_body(*ids, epochs=1))
             assert http.get("/readyz").status_code == 503
             assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
     finally:
         cut_off.stop()
-    with httpx.Client(base_url=pg_stack.url, timeout=30) as http:
+    with httpx.Client(base_url=pg_stack.url, timeout=30, headers=pg_stack.headers) as http:
         job = wait_until(http, job["id"], FINISHED, timeout=180, logs=pg_stack.logs)
     assert job["status"] == "succeeded"
     assert f"re-sent ['{job['id']}']" in pg_stack.worker.output()
