@@ -2,8 +2,8 @@
 must get a 4xx in the error envelope naming the problem, never a 5xx; no uploaded code may run (the marker
 file a payload would create never appears); nothing is left behind (no file row, no stored file).
 
-Cases that need the submission-time probe (an uploaded model checked in a sandbox with an op allow-list)
-are marked xfail(strict=False) where that work may not be in yet: see `PROBE_XFAIL`.
+Uploaded TorchScript is never run in the API process: submission checks it in the sandboxed probe, whose
+operator allow-list refuses file access before anything runs.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ from tests.conftest import RecordingQueue
 
 pytestmark = pytest.mark.postgres
 
-PROBE_XFAIL = pytest.mark.xfail(
-    strict=False, reason="needs the sandboxed submission probe with its op allow-list (issue 7, item 1)"
-)
 CASES_RUN: list[str] = []  # ids of the cases that ran, for the figures in docs/RELIABILITY.md
 SERVER_ERRORS: list[str] = []
 
@@ -129,8 +126,8 @@ class WritesHostFile(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mapped = torch.from_file(self.marker, shared=True, size=10, dtype=torch.uint8)
-        mapped.fill_(1)
-        return torch.zeros(x.shape[0], 10)
+        # The output depends on the write: otherwise TorchScript drops both calls as dead code when scripting.
+        return torch.zeros(x.shape[0], 10) + mapped.fill_(1).float()
 
 
 class Spins(nn.Module):
@@ -289,9 +286,8 @@ PICKLES: dict[str, Any] = {
     ),
     "dataset-is-raw-pickle": c(lambda h: h.upload(D, pickle.dumps(Evil(h.marker))), param="file"),
     "student-is-raw-pickle": c(lambda h: h.upload("student", pickle.dumps(Evil(h.marker))), param="file"),
-    "torchscript-data-pkl-needs-code": pytest.param(
-        c(lambda h: h.upload_then_submit(replace_member(h.torchscript, "data.pkl", pickle.dumps(Evil(h.marker))))),
-        marks=PROBE_XFAIL,
+    "torchscript-data-pkl-needs-code": c(
+        lambda h: h.upload_then_submit(replace_member(h.torchscript, "data.pkl", pickle.dumps(Evil(h.marker))))
     ),
 }
 # Truncated, corrupt and lying files of every format.
@@ -341,13 +337,9 @@ CORRUPT: dict[str, Any] = {
 }
 # TorchScript that touches files, spins, or changes shape (submission runs it only in the sandboxed probe).
 TORCHSCRIPT: dict[str, Any] = {
-    "torchscript-reads-etc-passwd": pytest.param(
-        c(lambda h: h.upload_then_submit(scripted(ReadsHostFile()))), marks=PROBE_XFAIL
-    ),
-    "torchscript-writes-host-file": pytest.param(
-        c(lambda h: h.upload_then_submit(scripted(WritesHostFile(str(h.marker))))), marks=PROBE_XFAIL
-    ),
-    "torchscript-spins": pytest.param(c(lambda h: h.upload_then_submit(scripted(Spins()))), marks=PROBE_XFAIL),
+    "torchscript-reads-etc-passwd": c(lambda h: h.upload_then_submit(scripted(ReadsHostFile()))),
+    "torchscript-writes-host-file": c(lambda h: h.upload_then_submit(scripted(WritesHostFile(str(h.marker))))),
+    "torchscript-spins": c(lambda h: h.upload_then_submit(scripted(Spins()))),
 }
 # ONNX external-data tricks: data outside the upload is never read.
 ONNX: dict[str, Any] = {

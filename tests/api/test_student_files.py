@@ -194,11 +194,6 @@ def test_an_unsupported_operator_is_refused_at_submission(client: TestClient, jo
     assert client.get("/v1/jobs").json()["data"] == []  # nothing queued
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: check_against_onnxruntime lets onnxruntime's InvalidArgument (not a RuntimeError) escape "
-    "build_student, so the probe answers probe_failed instead of shape_mismatch",
-)
 def test_a_student_for_other_inputs_is_a_shape_mismatch_at_its_field(
     client: TestClient, job_body: dict[str, Any]
 ) -> None:
