@@ -31,6 +31,8 @@ class ClaimedJob:
     spec: dict[str, Any]
     metrics: dict[str, Any]
     cancel_requested: bool
+    started_at: datetime | None = None  # the first attempt's start: the time budget counts from there
+    time_budget_seconds: int | None = None  # the tenant's job time budget when the job was accepted
 
 
 @dataclass
@@ -93,7 +95,16 @@ def claim_job(
             started_at=func.coalesce(Job.started_at, _ts(now)),
             updated_at=now,
         )
-        .returning(Job.id, Job.tenant_id, Job.attempt, Job.spec, Job.metrics, Job.cancel_requested)
+        .returning(
+            Job.id,
+            Job.tenant_id,
+            Job.attempt,
+            Job.spec,
+            Job.metrics,
+            Job.cancel_requested,
+            Job.started_at,
+            Job.time_budget_seconds,
+        )
         .execution_options(synchronize_session=False)
     )
     row = session.execute(stmt).one_or_none()
@@ -108,6 +119,8 @@ def claim_job(
         spec=row.spec,
         metrics=dict(row.metrics or {}),
         cancel_requested=bool(row.cancel_requested),
+        started_at=row.started_at,
+        time_budget_seconds=row.time_budget_seconds,
     )
 
 

@@ -13,6 +13,8 @@ How a run ends (exit code of `python -m distill run`, distill/errors.py):
 - killed by a signal (SIGKILL from the kernel's OOM killer, SIGSEGV, ...) with attempts left -> back to the
   queue with the attempt counted, re-sent by the reconciler, and the next attempt resumes from the
   checkpoint; SIGXCPU (its CPU-time limit) -> failed `cpu_time_exceeded`;
+- the job's time budget (the tenant's, fixed when it was accepted) ran out, counted from the first attempt's
+  start -> stopped like a cancel, then failed `time_budget_exceeded`;
 - 1, a signal on the last attempt, anything else -> failed `internal_error` with a generic message; the
   traceback (stderr tail) goes to the events and the worker log, the whole stderr stays in the job folder.
 
@@ -117,8 +119,11 @@ class Supervisor:
         self.engine_command = list(engine_command)
         self.dir = job_dir(settings, job.id)
         self.run_log = RunLog(metrics=job.metrics)
-        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lease_lost"
+        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lease_lost" | "time_budget"
+        self._budget_ends = self._budget_deadline(job)
         self._last_flush = self._last_poll = self._last_heartbeat = time.monotonic()
+        self._sync_failures = 0  # syncs failed in a row (the database is unreachable)
+        self._retry_at = 0.0  # no sync before this (monotonic) while they fail
 
     # --- the run -----------------------------------------------------------------------------------------
 
@@ -181,14 +186,25 @@ class Supervisor:
             if eof:
                 time.sleep(0.05)
 
+    @staticmethod
+    def _budget_deadline(job: ClaimedJob) -> float | None:
+        """The monotonic time the job's time budget runs out (earlier attempts' time counted), or None."""
+        if not job.time_budget_seconds:
+            return None
+        spent = (utcnow() - job.started_at).total_seconds() if job.started_at is not None else 0.0
+        return time.monotonic() + job.time_budget_seconds - max(spent, 0.0)
+
     def _tick(self, child: Child) -> None:
         now = time.monotonic()
         if _SHUTDOWN.is_set() and self.stop_reason is None:
             self._stop(child, "shutdown", "the worker is shutting down: stopping the run at a checkpoint")
+        if self._budget_ends is not None and now >= self._budget_ends and self.stop_reason is None:
+            budget = self.job.time_budget_seconds
+            self._stop(child, "time_budget", f"the job's time budget of {budget} s ran out: stopping the run")
         heartbeat = now - self._last_heartbeat >= self.settings.heartbeat_seconds
         flush = self.run_log.pending and now - self._last_flush >= self.settings.flush_interval_seconds
         poll = now - self._last_poll >= self.settings.cancel_poll_seconds
-        if heartbeat or flush or poll:
+        if (heartbeat or flush or poll) and now >= self._retry_at:
             self._sync(child, renew=heartbeat)
         if child.terminating:
             child.kill_if_overdue(self.settings.cancel_grace_seconds)
@@ -210,12 +226,20 @@ class Supervisor:
                     metric_rows=metric_rows,
                 )
         except SQLAlchemyError:
-            # The database is unreachable: keep training and retry; if it stays down past the lease,
-            # the next successful sync finds the job taken over and stops.
-            log.exception("job %s: could not write progress (will retry)", self.job.id)
+            # The database is unreachable: keep training and retry, backing off (0.5 s doubling to 5 s,
+            # not every tick); if it stays down past the lease, the next successful sync finds the job
+            # taken over and stops.
+            self._sync_failures += 1
+            delay = min(0.5 * 2 ** (self._sync_failures - 1), 5.0)
+            if self._sync_failures == 1:
+                log.exception("job %s: could not write progress (will retry)", self.job.id)
+            else:
+                log.warning("job %s: could not write progress (will retry in %.1fs)", self.job.id, delay)
             self.run_log.restore(events, metric_rows)
             self._last_flush = time.monotonic()
+            self._retry_at = self._last_flush + delay
             return
+        self._sync_failures = 0
         mono = time.monotonic()
         self._last_flush = self._last_poll = mono
         if renew:
@@ -243,6 +267,13 @@ class Supervisor:
             return self._finish("cancelled", message="the job was cancelled", data={"exit_code": exit_code})
         if self.stop_reason == "shutdown":
             return self._requeue(exit_code)
+        if self.stop_reason == "time_budget":
+            message = (
+                f"the job ran past its time budget of {self.job.time_budget_seconds} s and was stopped; "
+                "ask for fewer epochs or a smaller job, or for a larger budget"
+            )
+            error = {"code": "time_budget_exceeded", "message": message, "param": None}
+            return self._finish("failed", error=error, message=message, data={"exit_code": exit_code})
         if exit_code == EXIT_USER_ERROR and run_log.error is not None:
             return self._finish("failed", error=run_log.error, message=run_log.error["message"])
         if exit_code == -signal.SIGXCPU:

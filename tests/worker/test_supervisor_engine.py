@@ -107,3 +107,17 @@ def test_cancel_stops_a_real_run(sessions: sessionmaker[Session], settings: Any,
     assert job.status == "cancelled" and job.error is None and job.progress["fraction"] < 0.5
     types = [e.type for e in events_of(sessions, job_id)]
     assert "stopping" in types and types[-1] == "cancelled"
+
+
+def test_a_job_past_its_time_budget_is_stopped_and_fails_with_a_clear_error(
+    sessions: sessionmaker[Session], settings: Any, teacher_file: Path
+) -> None:
+    teacher_id = add_file(sessions, settings, teacher_file, purpose="teacher", format="safetensors")
+    job_id = add_job(sessions, digits_spec(teacher_id, epochs=500, batch_size=16), time_budget_seconds=3)
+    started = time.monotonic()
+    assert run_job(job_id, settings=settings, sessions=sessions, worker_id="w1") == "failed"
+    assert time.monotonic() - started < 30  # stopped at the budget, not after 500 epochs
+    job = get_job(sessions, job_id)
+    assert job.error["code"] == "time_budget_exceeded" and "3 s" in job.error["message"]
+    types = [e.type for e in events_of(sessions, job_id)]
+    assert "stopping" in types and types[-1] == "failed"
