@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import services_required
 from worker.launch import api_command, worker_command
 from worker.settings import WorkerSettings
 
@@ -41,6 +42,11 @@ def test_every_distillery_variable_is_a_setting(compose: dict[str, Any]) -> None
                 assert key.removeprefix("DISTILLERY_").lower() in fields, f"{name}: {key} is not a setting"
 
 
+def test_the_api_and_workers_run_with_auth_required(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker", "migrations"):
+        assert compose["services"][name]["environment"]["DISTILLERY_AUTH"] == "required", name
+
+
 def test_the_worker_runs_like_make_run_and_reserves_a_gpu(compose: dict[str, Any]) -> None:
     worker = compose["services"]["worker"]
     launched = worker_command(WorkerSettings())
@@ -63,6 +69,8 @@ def test_the_compose_cli_accepts_the_file() -> None:
         shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
     ):
         command = ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"]
+    elif services_required():
+        pytest.fail("no docker compose CLI installed (.ci/run installs Debian's docker-compose)")
     else:
         pytest.skip("no docker compose CLI installed")
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
