@@ -58,6 +58,9 @@ class Job(Base):
     # Wall-clock seconds the job may train, the tenant's limit when it was submitted (migration 0003): the
     # worker stops the engine child past it and fails the job as `time_budget_exceeded`.
     time_budget_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The job's MLflow run (migration 0004) when DISTILLERY_MLFLOW_TRACKING_URI is set: a resumed attempt
+    # continues the same run.
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
 
     # Every JobRead lists its artifacts: loaded with the jobs in one extra query per batch (selectin), or
     # joined into the job's own query where one job is read (jobs.repository.get).
