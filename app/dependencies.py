@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import service as auth_service
 from app.auth.limits import TenantLimits
 from app.db import SessionFactory, get_session
+from app.jobs.event_stream import EventHub
 from app.queue import JobQueue
 from app.settings import Settings
 
@@ -73,6 +74,12 @@ async def get_session_factory(request: Request) -> SessionFactory:
     return factory
 
 
+async def get_event_hub(request: Request) -> EventHub:
+    """The process's shared poller of job events, for Server-Sent Event streams (app/jobs/event_stream.py)."""
+    hub: EventHub = request.app.state.event_hub
+    return hub
+
+
 async def get_probe_limiter(request: Request) -> anyio.CapacityLimiter:
     """Probes of this process at once (Settings.probe_concurrency); each waits on the event loop, not a thread."""
     limiter: anyio.CapacityLimiter = request.app.state.probe_limiter
@@ -89,3 +96,4 @@ TenantLimitsDep = Annotated[TenantLimits, Depends(get_tenant_limits)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 ProbeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_probe_limiter)]
+EventHubDep = Annotated[EventHub, Depends(get_event_hub)]

@@ -17,12 +17,14 @@ from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
 from app.files.endpoints import router as files_router
 from app.jobs.endpoints import router as jobs_router
+from app.jobs.event_stream import EventHub
 from app.migrate import upgrade_to_head
 from app.ops.endpoints import router as ops_router
 from app.ops.observability import HttpMetricsMiddleware, make_registry
 from app.queue import CeleryJobQueue, JobQueue
 from app.request_guard import RequestGuard
 from app.settings import Settings, get_settings
+from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ def create_app(
             # deployments run `distillery migrate` once per release instead of on every replica's start.
             upgrade_to_head(settings.database_url)
         yield
+        await app.state.event_hub.close()
 
     app = FastAPI(
         title="Distillery",
@@ -66,6 +69,9 @@ def create_app(
     app.state.sessionmaker = resolved_factory
     app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
     app.state.probe_limiter = anyio.CapacityLimiter(settings.probe_concurrency)
+    app.state.event_hub = EventHub(
+        resolved_factory, poll_seconds=settings.sse_poll_seconds, keepalive_seconds=settings.sse_keepalive_seconds
+    )
     registry, http_histogram = make_registry(resolved_factory)
     app.state.metrics_registry = registry
 
@@ -75,4 +81,5 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, histogram=http_histogram)
     for router in (files_router, jobs_router, artifacts_router, architectures_router, ops_router):
         app.include_router(router)
+    app.include_router(webhooks_router)
     return app

@@ -11,6 +11,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 
+from app.errors import InvalidRequest
+
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
@@ -28,3 +30,11 @@ IdCursor = Annotated[
 def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:
     """Repositories fetch `limit + 1` rows; the extra one only says whether there is a next page."""
     return list(rows[:limit]), len(rows) > limit
+
+
+def event_cursor(last_event_id: str) -> int:
+    """A `Last-Event-ID` header as an event cursor: an id this API sent (0..bigint), else 422 naming it."""
+    value = last_event_id.strip()
+    if not value.isascii() or not value.isdigit() or int(value) > BIGINT_MAX:
+        raise InvalidRequest("Last-Event-ID must be an event id (a non-negative integer)", param="Last-Event-ID")
+    return int(value)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyNetwork, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     probe_sandbox: Literal["auto", "bwrap", "off"] = "auto"
     # Probes running at once per API process (each may use probe_memory_mb); more wait their turn.
     probe_concurrency: int = Field(default=2, ge=1)
+    # Live events (SSE): how often one API process reads new events for all the jobs it streams, and how
+    # often an idle stream sends a keepalive comment.
+    sse_poll_seconds: float = Field(default=0.5, gt=0)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     # Hostile input (docs/RELIABILITY.md "Hostile inputs"): every value is checked against these before it
     # reaches the database, numpy or torch. A JSON body past max_json_body_bytes is refused with 413 before it
     # is parsed; one nested deeper than max_json_depth, or with NaN/Infinity, with 422 invalid_json.
@@ -93,6 +97,22 @@ class Settings(BaseSettings):
     max_dataset_dims: int = Field(default=8, ge=2)
     # Byte ranges in one download's Range header; more are refused with 416 (each range is a disk read).
     max_download_ranges: int = Field(default=8, ge=1)
+    # Webhooks (DESIGN §3, README "Webhooks"). A delivery that fails is retried after
+    # webhook_retry_first_delay_seconds, each next delay webhook_retry_factor times the previous, until
+    # webhook_retry_cutoff_seconds after the event; then it is failed and its endpoint marked `failing`.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_first_delay_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_factor: float = Field(default=2.0, ge=1)
+    webhook_retry_cutoff_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+    # After a secret is rotated, deliveries are signed with the old one too for this long.
+    webhook_rotation_grace_seconds: float = Field(default=24 * 3600, ge=0)
+    # Redirects followed per attempt (each target checked like the URL itself).
+    webhook_max_redirects: int = Field(default=3, ge=0)
+    webhook_max_per_tenant: int = Field(default=20, ge=1)
+    # Webhooks go to public addresses only: private, loopback, link-local (and other non-global) addresses
+    # are refused after DNS resolution, at registration and on every connection, unless inside one of these
+    # networks (JSON list of CIDRs, e.g. ["10.20.0.0/16"]).
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _pool_covers_threads(self) -> Self:

@@ -9,9 +9,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from app.db import in_worker_thread
 from app.dependencies import (
+    EventHubDep,
     ProbeLimiterDep,
     QueueDep,
     SessionDep,
@@ -23,7 +25,7 @@ from app.errors_doc import error_responses
 from app.jobs import service, validation
 from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
 from app.models import JobStatus
-from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery
+from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery, event_cursor
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -113,10 +115,27 @@ def list_jobs(
     return JobList(data=[JobRead.model_validate(job) for job in jobs], has_more=has_more)
 
 
-@router.get("/{job_id}", response_model=JobRead, responses=error_responses(404), summary="Get a job")
+@router.get(
+    "/{job_id}",
+    response_model=JobRead,
+    responses={304: {"description": "If-None-Match matched the job's ETag: nothing changed"}, **error_responses(404)},
+    summary="Get a job (with an ETag; If-None-Match answers 304 while nothing changed)",
+)
 @in_worker_thread
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
-    return JobRead.model_validate(service.get_job(session, tenant=tenant, job_id=job_id))
+def get_job(
+    job_id: str,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    if_none_match: Annotated[str | None, Header(description="An ETag from an earlier answer.")] = None,
+) -> JobRead | Response:
+    if if_none_match is not None:
+        etag = service.job_etag(session, tenant=tenant, job_id=job_id)  # one small query, no job loaded
+        if etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(",")) or if_none_match == "*":
+            return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    job = service.get_job(session, tenant=tenant, job_id=job_id)
+    response.headers["ETag"] = service.etag_of(job.id, job.updated_at)
+    return JobRead.model_validate(job)
 
 
 @router.post(
@@ -131,18 +150,45 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
 
 
 @router.get(
-    "/{job_id}/events", response_model=EventList, responses=error_responses(404, 422), summary="The job's event log"
+    "/{job_id}/events",
+    response_model=EventList,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "A page of events; with `stream=true` (or `Accept: text/event-stream`) Server-Sent "
+            "Events: `id:` the event id, `data:` the event as JSON, and `event: end` once the job has ended.",
+        },
+        **error_responses(404, 422),
+    },
+    summary="The job's event log, or a live stream of it",
 )
-@in_worker_thread
-def list_events(
+async def list_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
+    hub: EventHubDep,
     after: IdCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
-) -> EventList:
-    events, has_more = service.list_events(session, tenant=tenant, job_id=job_id, after=after, limit=limit)
-    return EventList(data=[EventRead.model_validate(e) for e in events], has_more=has_more)
+    stream: Annotated[bool, Query(description="Stream the events as Server-Sent Events until the job ends.")] = False,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume a stream after this event id (sent by EventSource on reconnect).")
+    ] = None,
+) -> EventList | StreamingResponse:
+    if stream or "text/event-stream" in (accept or ""):
+        await run_in_threadpool(lambda: service.get_job(session, tenant=tenant, job_id=job_id))  # 404 for others
+        start = event_cursor(last_event_id) if last_event_id is not None else (after or 0)
+        return StreamingResponse(
+            hub.stream(job_id, after=start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def page() -> EventList:
+        events, has_more = service.list_events(session, tenant=tenant, job_id=job_id, after=after, limit=limit)
+        return EventList(data=[EventRead.model_validate(e) for e in events], has_more=has_more)
+
+    return await run_in_threadpool(page)
 
 
 @router.get(

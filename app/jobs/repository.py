@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.models import ACTIVE_STATUSES, Job, JobEvent, JobMetric
@@ -22,6 +23,26 @@ _GET = (
 def get(session: Session, *, tenant: str, job_id: str) -> Job | None:
     """The job and its artifacts in one round trip (a join; the relationship's own selectin is a second query)."""
     return session.scalars(_GET, {"tenant": tenant, "job_id": job_id}).unique().one_or_none()
+
+
+_UPDATED_AT = select(Job.updated_at).where(Job.tenant_id == bindparam("tenant"), Job.id == bindparam("job_id"))
+
+
+def updated_at(session: Session, *, tenant: str, job_id: str) -> datetime | None:
+    """When the job last changed (its ETag), without loading it: what a conditional GET needs."""
+    return session.scalars(_UPDATED_AT, {"tenant": tenant, "job_id": job_id}).one_or_none()
+
+
+def statuses(session: Session, *, job_ids: Sequence[str]) -> dict[str, str]:
+    """{job id: status} of the jobs that exist (not tenant-scoped: the event stream checked the tenant)."""
+    rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).all()
+    return {job_id: status for job_id, status in rows}
+
+
+def events_after(session: Session, *, cursors: dict[str, int], limit: int) -> Sequence[JobEvent]:
+    """The events of several jobs, each after its own cursor, in id order: one query for all watchers."""
+    condition = or_(*(and_(JobEvent.job_id == job_id, JobEvent.id > after) for job_id, after in cursors.items()))
+    return session.scalars(select(JobEvent).where(condition).order_by(JobEvent.id).limit(limit)).all()
 
 
 def get_by_idempotency_key(session: Session, *, tenant: str, key: str) -> Job | None:

@@ -22,6 +22,7 @@ from app.models import FINISHED_STATUSES, Job, JobEvent, JobMetric, utcnow
 from app.pagination import split_page
 from app.queue import JobQueue
 from app.settings import Settings
+from app.webhooks.outbox import record_job_event
 
 IDEMPOTENCY_PARAM = "Idempotency-Key"
 
@@ -146,6 +147,19 @@ def get_job(session: Session, *, tenant: str, job_id: str) -> Job:
     return job
 
 
+def etag_of(job_id: str, updated_at: object) -> str:
+    """The job's ETag: every change to a job (status, progress, metrics, artifacts) moves its updated_at."""
+    return '"' + hashlib.sha256(f"{job_id}|{updated_at}".encode()).hexdigest()[:32] + '"'
+
+
+def job_etag(session: Session, *, tenant: str, job_id: str) -> str:
+    """The ETag of the job as it is now, read without loading the job (a conditional GET's cheap path)."""
+    changed = repository.updated_at(session, tenant=tenant, job_id=job_id)
+    if changed is None:
+        raise NotFound(f"no job {job_id!r}")
+    return etag_of(job_id, changed)
+
+
 def list_jobs(
     session: Session, *, tenant: str, limit: int, after: str | None, status: str | None
 ) -> tuple[list[Job], bool]:
@@ -162,6 +176,7 @@ def cancel_job(session: Session, *, tenant: str, job_id: str) -> Job:
         session, job, from_status="queued", status="cancelled", cancel_requested=True, finished_at=now, updated_at=now
     ):
         repository.add_event(session, job_id=job.id, type="cancelled", message="cancelled before it started")
+        record_job_event(session, job_id=job.id, tenant_id=job.tenant_id, status="cancelled", now=now)
         return job
     # Not queued any more (or a worker claimed it a moment ago): ask the running job to stop.
     if job.status == "running" and repository.transition(
