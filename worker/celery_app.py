@@ -66,6 +66,24 @@ def _start_reconciler(**_: Any) -> None:
     start_reconciler_thread(app, get_worker_settings(), task_name=RUN_JOB_TASK)
 
 
+@worker_ready.connect
+def _start_webhook_dispatcher(**_: Any) -> None:
+    # Webhook deliveries are sent from a thread of the worker, never from the task that trains.
+    from worker.webhooks import start_webhook_dispatcher
+
+    start_webhook_dispatcher(get_worker_settings())
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    # With --pool=solo the task runs in this process, so the metrics it updates are the ones served here.
+    settings = get_worker_settings()
+    if settings.worker_metrics_port is not None:
+        from worker.metrics import serve
+
+        serve(settings.worker_metrics_port, settings.worker_metrics_host)
+
+
 @worker_shutting_down.connect
 def _stop_supervisors(sig: str = "", how: str = "", exitcode: int = 0, **_: Any) -> None:
     # Runs inside the signal handler, on the main thread that (with --pool=solo) is running the task: only

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, 
 from sqlalchemy.orm import Session
 
 from app.models import Artifact, Job, JobEvent, JobMetric, UTCDateTime
+from app.webhooks.outbox import record_job_event
 
 RUNNING = ("running", "cancelling")
 
@@ -108,6 +109,8 @@ def claim_job(
         .execution_options(synchronize_session=False)
     )
     row = session.execute(stmt).one_or_none()
+    if row is not None and row.started_at == now:  # started_at was NULL: queued -> running for the first time
+        record_job_event(session, job_id=row.id, tenant_id=row.tenant_id, status="running", now=now)
     session.commit()
     if row is None:
         return None
@@ -133,11 +136,13 @@ def fail_if_exhausted(session: Session, *, job_id: str, now: datetime, max_attem
         update(Job)
         .where(exhausted, Job.cancel_requested.is_(True))
         .values(status="cancelled", finished_at=now, updated_at=now, lease_expires_at=None, worker_id=None)
-        .returning(Job.id)
+        .returning(Job.tenant_id)
         .execution_options(synchronize_session=False)
     )
-    if session.execute(cancel).one_or_none() is not None:
+    cancelled = session.execute(cancel).one_or_none()
+    if cancelled is not None:
         _insert_events(session, job_id, [EventRow("cancelled", "the job was cancelled")], now)
+        record_job_event(session, job_id=job_id, tenant_id=cancelled.tenant_id, status="cancelled", now=now)
         session.commit()
         return True
     message = f"the job was started {max_attempts} times without finishing; giving up"
@@ -152,14 +157,15 @@ def fail_if_exhausted(session: Session, *, job_id: str, now: datetime, max_attem
             lease_expires_at=None,
             worker_id=None,
         )
-        .returning(Job.id)
+        .returning(Job.tenant_id)
         .execution_options(synchronize_session=False)
     )
-    failed = session.execute(stmt).one_or_none() is not None
-    if failed:
+    failed = session.execute(stmt).one_or_none()
+    if failed is not None:
         _insert_events(session, job_id, [EventRow("failed", message, "error", {"code": "too_many_attempts"})], now)
+        record_job_event(session, job_id=job_id, tenant_id=failed.tenant_id, status="failed", now=now)
     session.commit()
-    return failed
+    return failed is not None
 
 
 def _fence(job: ClaimedJob) -> ColumnElement[bool]:
@@ -239,6 +245,7 @@ def finish_job(
         return False
     _insert_events(session, job.id, events or [], now)
     _insert_metrics(session, job.id, metric_rows or [], now)
+    record_job_event(session, job_id=job.id, tenant_id=job.tenant_id, status=status, now=now)
     if artifacts:
         # A previous attempt never gets this far (the rows are written with the final status), but a
         # re-run of the same job directory must not trip over unique (job_id, name).
@@ -411,3 +418,27 @@ def exhausted_jobs(session: Session, *, now: datetime, max_attempts: int, limit:
     ids = session.execute(select(Job.id).where(cond).order_by(Job.id).limit(limit)).scalars().all()
     session.rollback()
     return list(ids)
+
+
+# --- MLflow (worker/mlflow_tracking.py) -----------------------------------------------------------------
+
+
+def mlflow_run_id(session: Session, *, job_id: str) -> str | None:
+    """The MLflow run an earlier attempt of the job started, which a resumed attempt continues."""
+    run_id = session.execute(select(Job.mlflow_run_id).where(Job.id == job_id)).scalar_one_or_none()
+    session.rollback()
+    return run_id
+
+
+def set_mlflow_run_id(session: Session, job: ClaimedJob, *, run_id: str, now: datetime) -> bool:
+    """Record the job's MLflow run as soon as it exists; False if the lease was lost. Commits."""
+    stmt = (
+        update(Job)
+        .where(_fence(job))
+        .values(mlflow_run_id=run_id, updated_at=now)  # updated_at: the job's ETag changes with it
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    owned = session.execute(stmt).one_or_none() is not None
+    session.commit()
+    return owned

@@ -44,6 +44,22 @@ class WorkerSettings(Settings):
     # How long the end of a run (its final status, or handing it back) keeps retrying while the database
     # is unreachable, holding what the run wrote in memory meanwhile.
     db_retry_seconds: float = Field(default=600.0, gt=0)
+    # MLflow (worker/mlflow_tracking.py): unset, nothing is tracked. Set, each job is a run in the experiment,
+    # and each successful student a version of the registered model (tagged with the job id). MLflow is best
+    # effort: its HTTP calls time out after mlflow_timeout_seconds with one retry, and the end of a run
+    # waits at most mlflow_finish_seconds for them before the worker takes its next job.
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "distillery"
+    mlflow_model_name: str = "distillery-student"
+    mlflow_timeout_seconds: int = Field(default=5, ge=1)
+    mlflow_finish_seconds: float = Field(default=30.0, gt=0)
+    # Prometheus metrics of this worker process (worker/metrics.py) on this port; unset: not served.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
+    # The webhook dispatcher (worker/webhooks.py, a thread of every worker): how often it looks for due
+    # deliveries, and how many it sends at once (each on a thread of its own, for slow receivers).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_concurrency: int = Field(default=4, ge=1)
 
     @property
     def redispatch_seconds(self) -> float:

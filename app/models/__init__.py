@@ -8,15 +8,19 @@ from app.models.job import ACTIVE_STATUSES, FINISHED_STATUSES, JOB_STATUSES, Job
 from app.models.job_event import EventLevel, JobEvent
 from app.models.job_metric import JobMetric
 from app.models.tenant import Tenant
+from app.models.webhook import WEBHOOK_EVENT_TYPES, WebhookEndpoint, WebhookEventType, WebhookStatus
+from app.models.webhook_delivery import DeliveryStatus, WebhookDelivery
 
 __all__ = [
     "ACTIVE_STATUSES",
     "FILE_PURPOSES",
     "FINISHED_STATUSES",
     "JOB_STATUSES",
+    "WEBHOOK_EVENT_TYPES",
     "ApiKey",
     "Artifact",
     "Base",
+    "DeliveryStatus",
     "EventLevel",
     "File",
     "FilePurpose",
@@ -26,6 +30,10 @@ __all__ = [
     "JobStatus",
     "Tenant",
     "UTCDateTime",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEventType",
+    "WebhookStatus",
     "new_id",
     "utcnow",
 ]
