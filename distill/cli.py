@@ -243,6 +243,9 @@ def _run(args: argparse.Namespace) -> int:
         emit = bar.wrap(emit)
     stop = StopFlag()
     stop.install_sigterm()
+    from distill.startup import prefetch_imports
+
+    prefetch_imports()  # what the first optimizer step needs, loaded while the data and teacher load
     try:
         config = load_job_file(args.job)
         from distill.runner import run_job  # imported late: `--help` and config errors stay fast
