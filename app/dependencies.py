@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
+from app.auth.key_cache import KeyCache
 from app.auth.limits import TenantLimits
 from app.db import SessionFactory, get_session
 from app.jobs.event_stream import EventHub
@@ -29,7 +30,8 @@ async def get_tenant(request: Request) -> str:
     """The tenant every query filters by: the one of the request's API key (`Authorization: Bearer <key>`,
     401 without a valid one), or Settings.default_tenant when auth is off (the embedded default).
 
-    The key is looked up in a worker thread with a short session of its own, closed before the endpoint
+    A key verified in the last `key_cache_seconds` is not looked up again (app/auth/key_cache.py); else the
+    key is looked up in a worker thread with a short session of its own, closed before the endpoint
     runs: the request's session must not be used from a thread of its own (see app.db on thread hops),
     and this one holds no connection while it waits for a thread. FastAPI runs it once per request.
     """
@@ -38,6 +40,10 @@ async def get_tenant(request: Request) -> str:
         return settings.default_tenant
     factory: SessionFactory = request.app.state.sessionmaker
     authorization = request.headers.get("authorization")
+    cache: KeyCache = request.app.state.key_cache
+    cached = cache.tenant(authorization)
+    if cached is not None:
+        return cached
 
     def lookup() -> str:
         with factory() as session:
@@ -46,7 +52,9 @@ async def get_tenant(request: Request) -> str:
                 session.commit()  # last_used_at, at most once per key_touch_seconds per key
             return found.tenant
 
-    return await anyio.to_thread.run_sync(lookup)
+    tenant = await anyio.to_thread.run_sync(lookup)
+    cache.remember(authorization or "", tenant)
+    return tenant
 
 
 async def get_tenant_limits(request: Request, tenant: Annotated[str, Depends(get_tenant)]) -> TenantLimits:

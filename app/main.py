@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.architectures.endpoints import router as architectures_router
 from app.artifacts.endpoints import router as artifacts_router
+from app.auth.key_cache import KeyCache
 from app.auth.service import log_auth_mode
 from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
@@ -24,6 +25,7 @@ from app.ops.observability import HttpMetricsMiddleware, make_registry
 from app.queue import CeleryJobQueue, JobQueue
 from app.request_guard import RequestGuard
 from app.settings import Settings, get_settings
+from app.ui.endpoints import router as ui_router
 from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def create_app(
     app.state.sessionmaker = resolved_factory
     app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
     app.state.probe_limiter = anyio.CapacityLimiter(settings.probe_concurrency)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.event_hub = EventHub(
         resolved_factory, poll_seconds=settings.sse_poll_seconds, keepalive_seconds=settings.sse_keepalive_seconds
     )
@@ -82,4 +85,5 @@ def create_app(
     for router in (files_router, jobs_router, artifacts_router, architectures_router, ops_router):
         app.include_router(router)
     app.include_router(webhooks_router)
+    app.include_router(ui_router)
     return app

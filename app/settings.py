@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     auth: Literal["required", "off"] | None = None
     # A key's last_used_at is written at most once per this many seconds (not on every request).
     key_touch_seconds: int = Field(default=60, ge=1)
+    # A verified key is trusted this long without a lookup, per API process: a revoked key stops working
+    # within it (0: look every key up on every request).
+    key_cache_seconds: float = Field(default=5.0, ge=0)
     # Per-tenant limits: every tenant's unless its row overrides one (`distillery tenants set`).
     # Jobs queued or running at once; one more is refused with 429 and Retry-After.
     max_concurrent_jobs: int = Field(default=4, ge=1)

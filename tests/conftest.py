@@ -201,6 +201,7 @@ def api_settings(postgres_url: str, storage: dict[str, Path], tenant: str) -> Se
         upload_dir=storage["upload_dir"],
         artifact_dir=storage["artifact_dir"],
         broker_dir=storage["broker_dir"],
+        key_cache_seconds=0.5,  # short, so that the revocation test need not wait long
     )
 
 

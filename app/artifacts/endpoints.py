@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
@@ -20,8 +21,12 @@ MEDIA_TYPES = {
     "json": "application/json",
     "jsonl": "application/x-ndjson",
     "png": "image/png",
+    "html": "text/html",
     "onnx": "application/octet-stream",
 }
+# What a download is served as, for /docs: the format's media type (octet-stream for the rest), and for a
+# request of several ranges the multipart/byteranges that FileResponse builds around them.
+_DOWNLOAD_CONTENT: dict[str, Any] = {media: {} for media in sorted({*MEDIA_TYPES.values(), "application/octet-stream"})}
 
 
 @router.get("", response_model=list[ArtifactRead], responses=error_responses(404), summary="List a job's artifacts")
@@ -34,8 +39,11 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> list[
     "/{name}",
     response_class=FileResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-        206: {"description": "The byte range asked for with `Range: bytes=a-b`"},
+        200: {"content": _DOWNLOAD_CONTENT, "description": "The file"},
+        206: {
+            "content": {**_DOWNLOAD_CONTENT, "multipart/byteranges": {}},
+            "description": "The byte range asked for with `Range: bytes=a-b`",
+        },
         304: {"description": "If-None-Match matched the ETag (the sha256)"},
         **error_responses(404, 416),
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,10 +48,14 @@ def test_a_wrong_secret_with_a_real_prefix_is_401(anonymous_client: TestClient, 
     assert_error(response, 401, None, "unauthorized")
 
 
-def test_revoked_key_is_401(client: TestClient, api_key: str, db_session: Session) -> None:
+def test_revoked_key_is_401_once_the_process_cache_forgets_it(
+    client: TestClient, api_key: str, db_session: Session, api_settings: Any
+) -> None:
     assert client.get("/v1/files").status_code == 200
     auth_service.revoke_key(db_session, prefix=api_key[:16])
     db_session.commit()
+    assert client.get("/v1/files").status_code == 200  # verified a moment ago: trusted for key_cache_seconds
+    time.sleep(api_settings.key_cache_seconds + 0.1)
     response = client.get("/v1/files")
     assert_error(response, 401, None, "unauthorized")
     assert "revoked" in response.json()["error"]["message"]
