@@ -16,6 +16,7 @@ from app.auth.key_cache import KeyCache
 from app.auth.service import log_auth_mode
 from app.db import SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
+from app.errors_doc import error_responses, openapi_with_bearer_auth
 from app.files.endpoints import router as files_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.event_stream import EventHub
@@ -82,8 +83,10 @@ def create_app(
     # Added first so it runs inside the metrics middleware: refused requests are counted too.
     app.add_middleware(RequestGuard, settings=settings, router=app.router)
     app.add_middleware(HttpMetricsMiddleware, histogram=http_histogram)
-    for router in (files_router, jobs_router, artifacts_router, architectures_router, ops_router):
-        app.include_router(router)
-    app.include_router(webhooks_router)
+    # Every /v1 route needs a key (when auth is on): its 401 is documented once, here.
+    for router in (files_router, jobs_router, artifacts_router, architectures_router, webhooks_router):
+        app.include_router(router, responses=error_responses(401, validation=False))
+    app.include_router(ops_router)
     app.include_router(ui_router)
+    app.openapi = lambda: openapi_with_bearer_auth(app)  # type: ignore[method-assign]
     return app

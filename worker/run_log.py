@@ -12,12 +12,16 @@ buffered rows out when it flushes. What becomes what:
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from app.models import utcnow
 from worker.repository import EventRow, MetricRow
+
+log = logging.getLogger(__name__)
 
 PROGRESS_KEYS = ("phase", "epoch", "epochs", "step", "steps", "fraction", "eta_seconds")
 LEVELS = ("info", "warning", "error")
@@ -30,7 +34,13 @@ def _finite(value: Any) -> bool:
 
 
 class RunLog:
-    def __init__(self, *, metrics: dict[str, Any] | None = None, stdout_log: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: dict[str, Any] | None = None,
+        stdout_log: TextIO | None = None,
+        observers: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ) -> None:
         self.progress: dict[str, Any] = {}
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.error: dict[str, Any] | None = None
@@ -42,6 +52,8 @@ class RunLog:
         self._stdout_log = stdout_log
         self._log_events = 0
         self._last_stage: tuple[Any, Any] | None = None
+        # Also shown every event as it arrives (MLflow, the worker's Prometheus counters); never block.
+        self._observers = tuple(observers)
 
     @property
     def pending(self) -> bool:
@@ -78,6 +90,11 @@ class RunLog:
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             self._plain(line)
             return
+        for observe in self._observers:
+            try:
+                observe(event)
+            except Exception:  # a side channel must never cost the job an event
+                log.exception("an observer of the run log failed on a %s event", event["type"])
         handler = getattr(self, f"_on_{event['type']}", None)
         if handler is None:
             self.add("log", f"unrecognised event from the training process: {event['type']}", data=event)

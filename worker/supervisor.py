@@ -46,6 +46,8 @@ from distill.errors import EXIT_OK, EXIT_USER_ERROR, UserError
 from worker import repository as repo
 from worker.child import Child, Sandbox, tail
 from worker.jobfile import resolve_spec, write_job_file
+from worker.metrics import TrainingCounter
+from worker.mlflow_tracking import MlflowTracking
 from worker.outcome import collect_artifacts, final_metrics
 from worker.repository import ClaimedJob
 from worker.run_log import RunLog
@@ -143,8 +145,10 @@ class Supervisor:
         resume = (self.dir / "checkpoint.pt").is_file()
         command = [*self.engine_command, "run", str(job_file.resolve()), "--out", str(self.dir.resolve())]
         command += ["--device", self.settings.device] + (["--resume"] if resume else [])
+        tracking = MlflowTracking.start(self.job, settings=self.settings, sessions=self.sessions)
+        observers = (tracking.observe, TrainingCounter(self.job.spec, resumed=resume).observe)
         with open(self.dir / "stdout.log", "a", encoding="utf-8") as stdout_log:
-            self.run_log = RunLog(metrics=self.job.metrics, stdout_log=stdout_log)
+            self.run_log = RunLog(metrics=self.job.metrics, stdout_log=stdout_log, observers=observers)
             how = ", resuming from its checkpoint" if resume else ""
             self.run_log.add(
                 "started",
@@ -154,11 +158,14 @@ class Supervisor:
             child = Child(command, stderr_path=self.dir / "stderr.log", confine=confine)
             try:
                 exit_code = self._supervise(child)
+            except BaseException:
+                tracking.close()
+                raise
             finally:
                 if child.poll() is None:  # an exception (e.g. the worker's cold shutdown) must not orphan it
                     child.kill()
                     child.wait()
-        return self._conclude(exit_code)
+        return tracking.end(self._conclude(exit_code), job_dir=self.dir)
 
     def _supervise(self, child: Child) -> int:
         eof = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.db import get_sessionmaker
-from worker import runner
+from worker import metrics, runner
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.settings import get_worker_settings
 
@@ -11,4 +11,7 @@ from worker.settings import get_worker_settings
 @app.task(name=RUN_JOB_TASK, ignore_result=True, acks_late=True)
 def run_job(job_id: str) -> str:
     """Claim and run one job. A duplicate message is a no-op (the claim decides), so retries are safe."""
-    return runner.run_job(job_id, settings=get_worker_settings(), sessions=get_sessionmaker())
+    with metrics.busy():
+        status = runner.run_job(job_id, settings=get_worker_settings(), sessions=get_sessionmaker())
+    metrics.count_outcome(status)
+    return status

@@ -63,7 +63,7 @@ SSE_EVENT = {
     response_model=JobRead,
     responses={
         200: {"model": JobRead, "description": "Replay: this Idempotency-Key and body already created the job"},
-        **error_responses(409, 422),
+        **error_responses(409, 413, 422, 429),
     },
     summary="Submit a distillation job",
 )

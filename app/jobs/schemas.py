@@ -165,6 +165,9 @@ class JobRead(BaseModel):
         default=None, description="Wall-clock seconds the job may train (its tenant's limit at submission)."
     )
     artifacts: list[ArtifactRead]
+    mlflow_run_id: str | None = Field(
+        default=None, description="The job's MLflow run id when MLflow tracking is on (a resumed job keeps it)."
+    )
 
 
 class JobList(BaseModel):
