@@ -23,6 +23,7 @@ COPY migrations ./migrations
 COPY distill ./distill
 COPY app ./app
 COPY worker ./worker
+COPY distillery ./distillery
 # Editable: app.migrate finds alembic.ini and migrations/ next to the package, as in a checkout.
 RUN pip install --no-deps -e .
 

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app worker distill
+	$(BIN)/mypy app worker distill distillery
 	$(BIN)/pytest
 
 # The API and one worker in the foreground (migrates first). Embedded mode by default: SQLite, a filesystem

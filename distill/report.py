@@ -14,8 +14,9 @@ from distill.data import DataSplit
 from distill.evaluation.latency import cpu_latency_ms
 from distill.evaluation.metrics import agreement, classification_report, mean_kl
 from distill.evaluation.plots import plot_comparison, plot_training_curves
+from distill.evaluation.report_html import write_report_html
 from distill.models import count_parameters
-from distill.modes.context import ModeResult
+from distill.modes.context import ModeResult, labels_or_none, predict
 from distill.teachers import Teacher
 
 
@@ -122,3 +123,23 @@ def write_plots(out_dir: Path, report: dict[str, Any], history: list[dict[str, A
     """Curves of loss and validation quality per epoch, and teacher / alone / distilled bars."""
     plot_training_curves(history, str(out_dir / "training_curves.png"))
     plot_comparison(report, str(out_dir / "comparison.png"))
+
+
+def write_html_report(
+    out_dir: Path,
+    report: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    result: ModeResult,
+    student: nn.Module,
+    data: DataSplit,
+) -> None:
+    """report.html beside report.json: the same run as pictures, measured on the same validation set."""
+    write_report_html(
+        out_dir / "report.html",
+        report,
+        history,
+        teacher_logits=None if result.reference_val is None else result.reference_val.cpu(),
+        student_logits=predict(student, data.validation.x, device=torch.device("cpu")),  # (N_val, C)
+        labels=labels_or_none(data.validation.y),
+    )

@@ -25,7 +25,7 @@ from distill.events import Emitter, null_emitter
 from distill.export import export_student
 from distill.losses import Outputs, build_student_only_loss
 from distill.modes import JobContext, needs_file_teacher, plan_phases, run_mode
-from distill.report import build_report, write_plots
+from distill.report import build_report, write_html_report, write_plots
 from distill.teachers import Teacher, load_teacher
 from distill.training.device import resolve_device
 from distill.training.job_progress import JobProgress
@@ -109,6 +109,7 @@ def run_job(
     )
     _write_outputs(out_dir, config, data, num_classes, report, history)
     write_plots(out_dir, report, history)
+    write_html_report(out_dir, report, history, result=result, student=student_cpu, data=data)
     artifacts = _artifact_list(out_dir)
     emit("result", report=report, artifacts=artifacts)
     return report
@@ -234,6 +235,7 @@ ARTIFACT_NAMES = (
     "teacher.onnx",
     "config.json",
     "report.json",
+    "report.html",
     "metrics.jsonl",
     "training_curves.png",
     "comparison.png",

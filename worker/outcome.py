@@ -20,6 +20,7 @@ STANDARD_ARTIFACTS = (
     "student.onnx",
     "config.json",
     "report.json",
+    "report.html",
     "metrics.jsonl",
 )
 FORMATS = {
@@ -29,6 +30,7 @@ FORMATS = {
     ".json": "json",
     ".jsonl": "jsonl",
     ".png": "png",
+    ".html": "html",
     ".csv": "csv",
     ".txt": "text",
 }

@@ -44,6 +44,11 @@ def plot_training_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[
     `metrics` are the records `{"name", "step", "epoch", "value"}` the training loop emits; names are matched
     by their last segment (`train/loss`, `train/soft`, `val/top1`, `val/agreement`), others are ignored.
     """
+    _save(training_curves_figure(metrics), path)
+
+
+def training_curves_figure(metrics: list[dict[str, Any]]) -> Any:
+    """The figure of `plot_training_curves`, unsaved (report.html embeds it)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4))  # fixed margins: constrained layout costs ~0.3 s a figure
@@ -59,7 +64,7 @@ def plot_training_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    _save(fig, path)
+    return fig
 
 
 def _first(section: dict[str, Any], keys: tuple[str, ...]) -> float | None:

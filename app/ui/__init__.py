@@ -1,0 +1,1 @@
+"""The dashboard (`/ui`): static HTML, CSS and JavaScript over the JSON API."""
