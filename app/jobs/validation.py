@@ -94,8 +94,19 @@ def check_planned_job(plan: PlannedCheck, *, spec: JobCreate, settings: Settings
             raise InvalidRequest.from_user_error(exc, param=plan.model_field) from None
         raise InvalidRequest.from_user_error(exc, param=client_param(exc.param, spec)) from None
     except ProbeCrashed:
+        _refuse_deleted_inputs(plan)  # a file deleted while the probe ran is the client's race, not our error
         log.exception("job check probe failed (models: %s)", plan.file_ids)
         raise InvalidRequest(PROBE_FAILED, code="probe_failed", param=None) from None
+
+
+def _refuse_deleted_inputs(plan: PlannedCheck) -> None:
+    """422 file_not_found, as lock_files says it, for an upload whose bytes are gone (a DELETE committed
+    after step 1: the sandbox could not mount it). `inputs` follow `file_ids`' order (plan_job)."""
+    for (name, file_id), path in zip(plan.file_ids.items(), plan.inputs, strict=False):
+        if not path.exists():
+            raise InvalidRequest(
+                f"file {file_id!r} was deleted while the job was being submitted", code="file_not_found", param=name
+            )
 
 
 def _probe(plan: PlannedCheck, *, settings: Settings) -> None:
