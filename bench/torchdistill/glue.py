@@ -7,7 +7,10 @@
   (`distill/models/cnn.py`) with the same module paths — features.block1 … block{k} (conv3×3 without
   bias, BatchNorm, ReLU, 2×2 max-pool), global average pool, embedding (Linear, ReLU, Dropout), fc — so the
   teacher's state dict loads with strict=True and the config names the same layers the Distillery job
-  names. It is written here, not imported, because this venv does not have our engine.
+  names. It is written here, not imported, because this venv does not have our engine. Like `cnn`, it
+  takes `head` ("pool", the default, or "flatten": the classifier reads all C·H'·W' conv outputs) and
+  `batch_norm` (True, the default; False gives each conv a bias and no BatchNorm), which the classic
+  4,266-parameter student of `bench/cnn_job.py` uses (channels [4, 8], hidden 0, flatten, no BatchNorm).
 
 The config imports this module through its `dependencies` key (torchdistill's `import_dependencies`).
 """
@@ -43,24 +46,36 @@ class SmallCNN(nn.Module):
     """Module tree and forward of Distillery's `cnn` (see the module docstring)."""
 
     def __init__(
-        self, input_shape: tuple[int, int, int], num_classes: int, channels: list[int], hidden: int, dropout: float
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: list[int],
+        hidden: int,
+        dropout: float,
+        head: str = "pool",
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         in_channels, height, width = input_shape
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         for i, out_channels in enumerate(channels, start=1):
-            layers: list[nn.Module] = [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
+            layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm)]
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.ReLU(inplace=True))
             if min(height, width) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             blocks[f"block{i}"] = nn.Sequential(*layers)
             in_channels = out_channels
         self.features = nn.Sequential(blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if head == "pool":
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+        elif head == "flatten":
+            self.pool = nn.Identity()
+            in_channels *= height * width  # the flatten below yields C·H'·W' features
+        else:
+            raise ValueError(f"head must be 'pool' or 'flatten', got {head!r}")
         self.flatten = nn.Flatten()
         if hidden > 0:
             self.embedding: nn.Module = nn.Sequential(
@@ -72,7 +87,7 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.flatten(self.pool(self.features(x)))  # (N, channels[-1])
+        x = self.flatten(self.pool(self.features(x)))  # (N, channels[-1]) pooled, (N, C·H'·W') flattened
         return self.fc(self.embedding(x))  # (N, num_classes)
 
 
@@ -83,13 +98,23 @@ def distillery_cnn(
     channels: list[int],
     hidden: int = 64,
     dropout: float = 0.0,
+    head: str = "pool",
+    batch_norm: bool = True,
     frozen: bool = False,
 ) -> nn.Module:
     """The registry entry the YAML names. frozen=True (the teacher) returns it in eval mode: torchdistill
     1.1.5 never changes a teacher's mode, and a frozen teacher should use its BatchNorm running statistics,
     as Distillery's does (and RepDistiller's `model_t.eval()`)."""
     c, h, w = (int(v) for v in input_shape)
-    model = SmallCNN((c, h, w), int(num_classes), [int(v) for v in channels], int(hidden), float(dropout))
+    model = SmallCNN(
+        (c, h, w),
+        int(num_classes),
+        [int(v) for v in channels],
+        int(hidden),
+        float(dropout),
+        str(head),
+        bool(batch_norm),
+    )
     return model.eval() if frozen else model
 
 
