@@ -12,13 +12,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.conftest import POSTGRES_SERVER_URL, create_database, drop_database, require_service
-from tests.e2e.conftest import Stack, create_key, stack_env
+from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.conftest import digits as digits  # noqa: F401  (the fixture, shared with the e2e tests)
-from tests.e2e.processes import REPO, start_api, start_worker
+from tests.e2e.processes import REPO
 
 CLI_DATABASE = "distillery_cli"
 CLI_REDIS_DB = 12
@@ -26,32 +24,8 @@ CLI_REDIS_DB = 12
 
 @pytest.fixture(scope="session")
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import redis
-
-    from app.migrate import upgrade_to_head
-
-    require_service("postgres")
-    redis_url = require_service("redis").rsplit("/", 1)[0] + f"/{CLI_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    drop_database(CLI_DATABASE)
-    create_database(CLI_DATABASE)
-    database_url = f"{POSTGRES_SERVER_URL}/{CLI_DATABASE}"
-    upgrade_to_head(database_url)
-
-    root = tmp_path_factory.mktemp("cli_stack")
-    env = {**stack_env(database_url, redis_url, root), "DISTILLERY_AUTH": "required"}
-    key = create_key(env, "e2e")
-    worker = start_worker(env, root / "logs")
-    try:
-        api = start_api(env, root / "logs")
-    except Exception:
-        worker.stop()
-        raise
-    stack = Stack(api, worker, env, key)
-    assert httpx.get(f"{api.url}/v1/jobs", timeout=10).status_code == 401  # auth is really on
-    yield stack
-    api.stop()
-    assert worker.stop() == 0, stack.logs()
+    with running_stack(CLI_DATABASE, CLI_REDIS_DB, tmp_path_factory.mktemp("cli_stack")) as stack:
+        yield stack
 
 
 def client_env(url: str, key: str | None) -> dict[str, str]:

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,23 +122,25 @@ def create_key(env: dict[str, str], tenant: str) -> str:
     return str(created["key"])
 
 
-@pytest.fixture(scope="module")
-def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def running_stack(database: str, redis_db: int, root: Path, *, tenant: str = "e2e") -> Iterator[Stack]:
+    """uvicorn + a Celery worker on a fresh Postgres database and a flushed Redis db, auth required, with an
+    operator-made key of `tenant`. Modules that may run beside the e2e ones use a database and db of their own."""
+    import httpx
     import redis
 
     from app.migrate import upgrade_to_head
 
     require_service("postgres")
-    redis_url = require_service("redis").rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
+    redis_url = require_service("redis").rsplit("/", 1)[0] + f"/{redis_db}"
     redis.Redis.from_url(redis_url).flushdb()
-    drop_database(E2E_DATABASE)
-    create_database(E2E_DATABASE)
-    database_url = f"{POSTGRES_SERVER_URL}/{E2E_DATABASE}"
+    drop_database(database)
+    create_database(database)
+    database_url = f"{POSTGRES_SERVER_URL}/{database}"
     upgrade_to_head(database_url)  # what `distillery migrate` / the compose migrations service does
 
-    root = tmp_path_factory.mktemp("pg_stack")
     env = {**stack_env(database_url, redis_url, root), "DISTILLERY_AUTH": "required"}
-    key = create_key(env, "e2e")
+    key = create_key(env, tenant)
     worker = start_worker(env, root / "logs")
     try:
         api = start_api(env, root / "logs")
@@ -145,10 +148,14 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker.stop()
         raise
     stack = Stack(api, worker, env, key)
-    import httpx
-
     anonymous = httpx.get(f"{api.url}/v1/jobs", timeout=10)  # auth is really on: no key, no jobs
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer", anonymous.text
     yield stack
     api.stop()
     assert worker.stop() == 0, stack.logs()
+
+
+@pytest.fixture(scope="module")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(E2E_DATABASE, E2E_REDIS_DB, tmp_path_factory.mktemp("pg_stack")) as stack:
+        yield stack

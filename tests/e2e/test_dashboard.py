@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_SERVER_URL, create_database, drop_database, require_service, service_unavailable
+from tests.conftest import drop_database, service_unavailable
 from tests.e2e.client import job_body, submit, upload_digits
-from tests.e2e.conftest import Digits, Stack, create_key, stack_env
-from tests.e2e.processes import REPO, start_api, start_worker
+from tests.e2e.conftest import Digits, Stack, running_stack
+from tests.e2e.processes import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -64,30 +64,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """pg_stack's production shape (auth required) on this module's own database and Redis db."""
-    import redis
-
-    from app.migrate import upgrade_to_head
-
-    require_service("postgres")
-    redis_url = require_service("redis").rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    drop_database(DATABASE)
-    create_database(DATABASE)
-    database_url = f"{POSTGRES_SERVER_URL}/{DATABASE}"
-    upgrade_to_head(database_url)
-    root = tmp_path_factory.mktemp("dashboard_stack")
-    env = {**stack_env(database_url, redis_url, root), "DISTILLERY_AUTH": "required"}
-    key = create_key(env, "dashboard")
-    worker = start_worker(env, root / "logs")
-    try:
-        api = start_api(env, root / "logs")
-    except Exception:
-        worker.stop()
-        raise
-    running = Stack(api, worker, env, key)
-    yield running
-    api.stop()
-    assert worker.stop() == 0, running.logs()
+    with running_stack(DATABASE, REDIS_DB, tmp_path_factory.mktemp("dashboard_stack"), tenant="dashboard") as running:
+        yield running
     drop_database(DATABASE)
 
 
