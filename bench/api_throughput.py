@@ -5,7 +5,11 @@ Distillery API on Postgres (the job read is one SELECT of the job and one of its
 `bare_app` below, one endpoint that returns a constant dict. 64 concurrent clients (asyncio, one keep-alive
 HTTP/1.1 connection each, loopback only) hammer each server for a fixed time; rounds alternate between
 the two servers so machine noise hits both alike, and the ratio comes from the same run. The clients share
-the machine's cores with the server: absolute numbers are a floor, the ratio is the point.
+the machine's cores with the server: absolute numbers are a floor, the ratio is the point. The API runs as in
+production, auth required, and every request carries an API key; a third target polls the job with its
+ETag (`If-None-Match`, answered 304). Besides requests/s, each round reads the server process's CPU time
+(utime + stime from /proc), so the CPU cost of one request is measured too: on a shared, loaded machine
+that figure moves far less than throughput does.
 
     python -m bench.api_throughput [--clients 64] [--seconds 5] [--rounds 3]
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +58,15 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     return status
 
 
-async def hammer(url: str, *, clients: int, seconds: float) -> tuple[int, list[float], int]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def hammer(
+    url: str, *, clients: int, seconds: float, headers: dict[str, str] | None = None, ok: int = 200
+) -> tuple[int, list[float], int]:
     """(requests completed, their latencies in seconds, errors) for `clients` loops over `seconds`.
 
     A minimal HTTP/1.1 client (one keep-alive connection per client, raw asyncio streams): httpx's async
@@ -61,7 +74,8 @@ async def hammer(url: str, *, clients: int, seconds: float) -> tuple[int, list[f
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n\r\n".encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    request = f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n{extra}\r\n".encode()
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -79,7 +93,7 @@ async def hammer(url: str, *, clients: int, seconds: float) -> tuple[int, list[f
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
                     continue
-                if status == 200:
+                if status == ok:
                     latencies.append(time.perf_counter() - start)
                 else:
                     errors += 1
@@ -90,7 +104,7 @@ async def hammer(url: str, *, clients: int, seconds: float) -> tuple[int, list[f
     return len(latencies), latencies, errors
 
 
-def stats(count: int, latencies: list[float], seconds: float, errors: int) -> dict[str, Any]:
+def stats(count: int, latencies: list[float], seconds: float, errors: int, cpu: float) -> dict[str, Any]:
     import numpy as np
 
     values = np.asarray(latencies) if latencies else np.asarray([float("nan")])
@@ -98,6 +112,7 @@ def stats(count: int, latencies: list[float], seconds: float, errors: int) -> di
         "requests": count,
         "errors": errors,
         "throughput_rps": round(count / seconds, 1),
+        "server_cpu_ms_per_request": round(cpu / max(count, 1) * 1000, 3),
         "p50_ms": round(float(np.percentile(values, 50)) * 1000, 2),
         "p99_ms": round(float(np.percentile(values, 99)) * 1000, 2),
     }
@@ -105,7 +120,8 @@ def stats(count: int, latencies: list[float], seconds: float, errors: int) -> di
 
 def main() -> None:
     from bench.common import write_result
-    from bench.services import SMALL_TEACHER_ARCH, bench_machine, postgres_database, small_teacher
+    from bench.services import SMALL_TEACHER_ARCH, postgres_database, run_machine, small_teacher
+    from tests.e2e.conftest import create_key
     from tests.e2e.processes import free_port, service_env, start_api
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -113,6 +129,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
         root = Path(tmp)
@@ -123,6 +140,8 @@ def main() -> None:
             upload_dir=str(root / "files"),
             broker_dir=str(root / "broker"),
         )
+        env["DISTILLERY_AUTH"] = "required"
+        auth = {"Authorization": f"Bearer {create_key(env, 'bench')}"}
         flags = ["--workers", "1", "--no-access-log", "--log-level", "warning"]
         api = start_api(env, root / "logs", extra_args=flags)
         port = free_port()
@@ -132,7 +151,7 @@ def main() -> None:
         try:
             import httpx
 
-            with httpx.Client(base_url=api.url, timeout=60) as http:
+            with httpx.Client(base_url=api.url, timeout=60, headers=auth) as http:
                 with open(small_teacher(root), "rb") as f:
                     teacher = http.post("/v1/files", files={"file": ("t.safetensors", f)}, data={"purpose": "teacher"})
                 teacher.raise_for_status()
@@ -145,23 +164,35 @@ def main() -> None:
                     },
                 )
                 job.raise_for_status()
-            targets = {"bare": f"{bare_server.url}/bare", "job": f"{api.url}/v1/jobs/{job.json()['id']}"}
-            totals: dict[str, list[Any]] = {name: [0, [], 0] for name in targets}
-            for url in targets.values():  # warm-up: connections, the DB pool, caches
-                asyncio.run(hammer(url, clients=args.clients, seconds=1.0))
+                etag = http.get(f"/v1/jobs/{job.json()['id']}").headers["etag"]
+            job_url = f"{api.url}/v1/jobs/{job.json()['id']}"
+            # name -> (url, headers, expected status, server pid)
+            targets = {
+                "bare": (f"{bare_server.url}/bare", {}, 200, bare_server.process.pid),
+                "job": (job_url, auth, 200, api.process.pid),
+                "job_304": (job_url, {**auth, "If-None-Match": etag}, 304, api.process.pid),
+            }
+            totals: dict[str, list[Any]] = {name: [0, [], 0, 0.0] for name in targets}
+            for url, headers, ok, _ in targets.values():  # warm-up: connections, the DB pool, caches
+                asyncio.run(hammer(url, clients=args.clients, seconds=1.0, headers=headers, ok=ok))
             for _ in range(args.rounds):
-                for name, url in targets.items():
-                    count, latencies, errors = asyncio.run(hammer(url, clients=args.clients, seconds=args.seconds))
+                for name, (url, headers, ok, pid) in targets.items():
+                    cpu = cpu_seconds(pid)
+                    count, latencies, errors = asyncio.run(
+                        hammer(url, clients=args.clients, seconds=args.seconds, headers=headers, ok=ok)
+                    )
                     totals[name][0] += count
                     totals[name][1].extend(latencies)
                     totals[name][2] += errors
+                    totals[name][3] += cpu_seconds(pid) - cpu
         finally:
             api.stop()
             bare_server.stop()
 
     seconds = args.rounds * args.seconds
-    bare_stats = stats(totals["bare"][0], totals["bare"][1], seconds, totals["bare"][2])
-    job_stats = stats(totals["job"][0], totals["job"][1], seconds, totals["job"][2])
+    bare_stats, job_stats, etag_stats = (
+        stats(count, latencies, seconds, errors, cpu) for count, latencies, errors, cpu in totals.values()
+    )
     result = {
         "clients": args.clients,
         "seconds_per_server": seconds,
@@ -169,19 +200,31 @@ def main() -> None:
         "server": "uvicorn, 1 worker process, --no-access-log; Postgres 15 on localhost",
         "bare_fastapi": bare_stats,
         "get_job_postgres": job_stats,
+        "get_job_if_none_match_304": etag_stats,
         "throughput_ratio_job_over_bare": round(job_stats["throughput_rps"] / bare_stats["throughput_rps"], 3),
         "p99_ratio_job_over_bare": round(job_stats["p99_ms"] / bare_stats["p99_ms"], 3),
-        "machine_extra": bench_machine(),
+        "cpu_per_request_ratio_job_over_bare": round(
+            job_stats["server_cpu_ms_per_request"] / bare_stats["server_cpu_ms_per_request"], 3
+        ),
+        "machine": run_machine(load_before),
     }
     path = write_result("api_throughput" if args.clients == 64 else f"api_throughput_c{args.clients}", result)
     print(f"\n{args.clients} concurrent clients, {seconds:.0f} s per endpoint, loopback (results in {path})\n")
-    print("| endpoint | requests/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|")
-    for label, s in [("bare FastAPI `GET /bare`", bare_stats), ("`GET /v1/jobs/{id}` (Postgres)", job_stats)]:
-        print(f"| {label} | {s['throughput_rps']} | {s['p50_ms']} | {s['p99_ms']} | {s['errors']} |")
+    print("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms / request | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, s in [
+        ("bare FastAPI `GET /bare`", bare_stats),
+        ("`GET /v1/jobs/{id}` (Postgres, API key)", job_stats),
+        ("the same with `If-None-Match` (304)", etag_stats),
+    ]:
+        print(
+            f"| {label} | {s['throughput_rps']} | {s['p50_ms']} | {s['p99_ms']} | "
+            f"{s['server_cpu_ms_per_request']} | {s['errors']} |"
+        )
     print(
         f"\njob read / bare: throughput × {result['throughput_ratio_job_over_bare']}, "
-        f"p99 × {result['p99_ratio_job_over_bare']}"
+        f"p99 × {result['p99_ratio_job_over_bare']}, server CPU per request × "
+        f"{result['cpu_per_request_ratio_job_over_bare']}"
     )
 
 

@@ -70,3 +70,23 @@ def bench_machine() -> dict[str, Any]:
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "platform": platform.platform(),
     }
+
+
+def run_machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The `machine` block of a service benchmark's result: the hardware and software, when, at which commit,
+    and the load average (1, 5, 15 min) before and after. The machine is shared: a high load means the
+    figures measured what was left of it, so throughputs are lower bounds and latencies upper bounds."""
+    from datetime import UTC, datetime
+
+    from bench.common import machine
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=False).stdout
+    return {
+        **machine(),
+        **bench_machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": commit + ("+uncommitted" if dirty.strip() else ""),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+    }
