@@ -24,7 +24,7 @@ class StorageQuotaExceeded(PayloadTooLarge):
 def check_job_slot(session: Session, *, tenant: str, settings: Settings, lock: bool) -> TenantLimits:
     """429 `too_many_jobs` (with Retry-After) when the tenant already has its limit of unfinished jobs."""
     limits = tenant_limits(session, tenant=tenant, settings=settings, lock=lock)
-    active = len(jobs_repository.list_active(session, tenant=tenant))
+    active = jobs_repository.count_active(session, tenant=tenant)
     if active >= limits.max_concurrent_jobs:
         raise TooManyRequests(
             f"{active} jobs are queued or running, the limit of this tenant is {limits.max_concurrent_jobs}; "

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.models import ACTIVE_STATUSES, Job, JobEvent, JobMetric
@@ -58,6 +58,13 @@ def list_page(session: Session, *, tenant: str, limit: int, after: str | None, s
     if after is not None:
         query = query.where(Job.id < after)
     return session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
+
+
+def count_active(session: Session, *, tenant: str) -> int:
+    """How many of the tenant's jobs are queued or running: one count on (tenant_id, status, id), no rows loaded
+    (loading them made a burst of submissions quadratic, docs/BENCHMARKS.md)."""
+    query = select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(ACTIVE_STATUSES))
+    return int(session.scalar(query) or 0)
 
 
 def list_active(session: Session, *, tenant: str) -> Sequence[Job]:

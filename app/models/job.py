@@ -30,10 +30,14 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_id_idempotency_key"),
         # The worker's reconciler looks for queued jobs that were never dispatched, or whose lease expired.
         Index("ix_jobs_status", "status"),
+        # A tenant's list, newest first (with a status filter: the second), read in index order without a
+        # sort; the second also counts the tenant's live jobs at submission (migration 0006).
+        Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
+        Index("ix_jobs_tenant_id_status_id", "tenant_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job_"))
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))  # indexed with id: see __table_args__
     status: Mapped[str] = mapped_column(String(16), default="queued")
     # The submitted body, normalised (JobCreate.model_dump(by_alias=True)); file ids, not paths.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
