@@ -40,10 +40,10 @@ _AFTER_ROLLBACK = "distillery.after_rollback"
 def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
     """An engine for Postgres (psycopg 3) or SQLite; SQLite gets the settings a multi-process setup needs.
 
-    `pre_ping` tests each pooled connection with a round trip before handing it out. The API turns it off:
-    it was one of the four round trips of every job read, and a connection that died with a Postgres
-    restart fails its request as a 503 (app/error_handlers.py) while SQLAlchemy drops the whole pool, so the
-    next requests reconnect."""
+    `pre_ping` tests each pooled connection with a round trip before handing it out. It costs one of the
+    four round trips of a job read, but without it the first requests after a Postgres restart fail (503)
+    on connections that died with it, and clients polling a job saw those 503s (the restart fault test):
+    kept on until reads are cheaper some other way."""
     if database_url.startswith("sqlite"):
         engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -46,7 +46,7 @@ def create_app(
     """Build the app. Tests pass a session factory bound to a rolled-back transaction and a recording queue."""
     settings = settings or get_settings()
     if session_factory is None:
-        session_factory = make_sessionmaker(engine_for(settings, pre_ping=False))
+        session_factory = make_sessionmaker(engine_for(settings))
     resolved_factory: SessionFactory = session_factory
 
     @asynccontextmanager

@@ -342,6 +342,14 @@ def _insert_metrics(session: Session, job_id: str, rows: list[MetricRow], now: d
         )
 
 
+def metric_keys(session: Session, *, job_id: str) -> set[tuple[str, int, int | None]]:
+    """(name, step, epoch) of every metric row stored for the job."""
+    rows = session.execute(select(JobMetric.name, JobMetric.step, JobMetric.epoch).where(JobMetric.job_id == job_id))
+    keys = {(name, step, epoch) for name, step, epoch in rows}
+    session.rollback()
+    return keys
+
+
 def add_event(session: Session, job_id: str, event: EventRow, *, now: datetime) -> None:
     """Append one event outside a run (the reconciler's notes). Commits."""
     _insert_events(session, job_id, [event], now)

@@ -77,6 +77,24 @@ class RunLog:
         self.metric_rows = metric_rows + self.metric_rows
         self.progress_dirty = self.metrics_dirty = True
 
+    def backfill(self, metrics_jsonl: Path, *, known: set[tuple[str, int, int | None]]) -> int:
+        """Queue the rows of the engine's metrics.jsonl (the run's whole history, earlier attempts included)
+        whose (name, step, epoch) is not in `known`; returns how many."""
+        added = 0
+        for line in metrics_jsonl.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                key = (str(row["name"]), int(row["step"]), None if row.get("epoch") is None else int(row["epoch"]))
+                value = float(row["value"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if key in known or not math.isfinite(value):
+                continue
+            known.add(key)
+            self.metric_rows.append(MetricRow(key[0], key[1], key[2], value, utcnow()))
+            added += 1
+        return added
+
     def add(self, type: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
         self.events.append(EventRow(type, message[:MAX_MESSAGE_CHARS], level, data or {}, utcnow()))
 

@@ -291,7 +291,26 @@ class Supervisor:
             return self._retry(exit_code)
         return self._crash(exit_code)
 
+    def _backfill_metrics(self) -> None:
+        """Store the metric rows an earlier attempt's engine reported but its worker never wrote (a worker
+        killed between the engine's checkpoint and its next flush: the resumed attempt starts after that
+        epoch and never reports it again). The engine's metrics.jsonl holds the whole history. Best effort."""
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        try:
+            with self.sessions() as session:
+                known = repo.metric_keys(session, job_id=self.job.id)
+        except SQLAlchemyError:
+            log.warning("job %s: could not read its stored metrics to backfill them", self.job.id)
+            return
+        known |= {(m.name, m.step, m.epoch) for m in self.run_log.metric_rows}
+        added = self.run_log.backfill(path, known=known)
+        if added:
+            log.warning("job %s: stored %s metric rows of an earlier attempt from metrics.jsonl", self.job.id, added)
+
     def _succeed(self, result: dict[str, Any]) -> str:
+        self._backfill_metrics()
         report = result.get("report") if isinstance(result.get("report"), dict) else {}
         artifacts = collect_artifacts(result, job_dir=self.dir, artifact_root=self.settings.artifact_dir)
         metrics = {**self.run_log.metrics, **final_metrics(report or {})}

@@ -71,3 +71,20 @@ def test_final_metrics_flatten_the_report_results_only() -> None:
         "teacher/top1": 0.95,
         "speedup": 2.0,
     }
+
+
+def test_backfill_queues_only_the_metrics_jsonl_rows_not_yet_known(tmp_path: Any) -> None:
+    path = tmp_path / "metrics.jsonl"
+    rows = [
+        {"name": "train/loss", "step": 10, "epoch": 1, "value": 0.5},
+        {"name": "train/loss", "step": 20, "epoch": 2, "value": 0.4},  # the epoch a dead worker never stored
+        {"name": "val/top1", "step": 20, "epoch": 2, "value": 0.9},
+        {"name": "train/loss", "step": 30, "epoch": 3, "value": float("nan")},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    run_log = RunLog()
+    assert run_log.backfill(path, known={("train/loss", 10, 1)}) == 2
+    assert [(m.name, m.step, m.epoch, m.value) for m in run_log.metric_rows] == [
+        ("train/loss", 20, 2, 0.4),
+        ("val/top1", 20, 2, 0.9),
+    ]
