@@ -112,7 +112,7 @@ def test_a_job_is_one_mlflow_run_across_a_resume(
 
     settings = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server, "mlflow_model_name": "students"})
     teacher_id = add_file(sessions, settings, teacher_file, purpose="teacher", format="safetensors")
-    epochs = 3
+    epochs = 20  # enough that the shutdown after the first checkpoint lands mid-run on a fast, idle machine
     job_id = add_job(sessions, digits_spec(teacher_id, epochs=epochs, batch_size=16))
 
     # Attempt 1: the worker shuts down after the first checkpoint; the job goes back to the queue.
