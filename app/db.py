@@ -37,27 +37,24 @@ _AFTER_COMMIT = "distillery.after_commit"
 _AFTER_ROLLBACK = "distillery.after_rollback"
 
 
-def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
     """An engine for Postgres (psycopg 3) or SQLite; SQLite gets the settings a multi-process setup needs.
 
-    `pre_ping` tests each pooled connection with a round trip before handing it out. It costs one of the
-    four round trips of a job read, but without it the first requests after a Postgres restart fail (503)
-    on connections that died with it, and clients polling a job saw those 503s (the restart fault test):
-    kept on until reads are cheaper some other way."""
+    Pooled Postgres connections are pre-pinged: without it, clients polling through a Postgres restart got
+    503s on connections that died with it (tried for speed, docs/BENCHMARKS.md, and reverted)."""
     if database_url.startswith("sqlite"):
         engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(database_url, pool_pre_ping=pre_ping, **kwargs)
+    return create_engine(database_url, pool_pre_ping=True, **kwargs)
 
 
-def engine_for(settings: Settings, *, pre_ping: bool = True) -> Engine:
+def engine_for(settings: Settings) -> Engine:
     """The engine of `settings.database_url`, its pool sized by the settings (see Settings.db_pool_size)."""
     if settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
         return make_engine(settings.database_url)  # one connection per thread, no pool to size
     return make_engine(
         settings.database_url,
-        pre_ping=pre_ping,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
