@@ -271,6 +271,7 @@ def run_distillery(ctx: dict[str, Any], row: str, seed: int) -> dict[str, Any]:
 
 def torchdistill_config(ctx: dict[str, Any], workdir: Path, seed: int, same: bool) -> Path:
     values = {
+        "model_key": "distillery_cnn",
         "train_npz": ctx["paths"]["train"],
         "test_npz": ctx["paths"]["test"],
         "teacher_ckpt": ctx["teacher_ckpt"],

@@ -243,11 +243,15 @@ def _run(args: argparse.Namespace) -> int:
         emit = bar.wrap(emit)
     stop = StopFlag()
     stop.install_sigterm()
-    from distill.startup import prefetch_imports
+    from distill.startup import tune_allocator
 
-    prefetch_imports()  # what the first optimizer step needs, loaded while the data and teacher load
+    tune_allocator()  # this process trains and exits: keep freed activations for the next batch
     try:
         config = load_job_file(args.job)
+        if config.training.optimizer == "sgd":  # torch's SGD imports torch._dynamo; Adam(W) never does
+            from distill.startup import prefetch_imports
+
+            prefetch_imports()  # loaded on a thread while the data and teacher load
         from distill.runner import run_job  # imported late: `--help` and config errors stay fast
 
         run_job(config, out_dir=args.out, device=args.device, emit=emit, stop=stop, resume=args.resume)

@@ -43,7 +43,12 @@ class KnowledgePlan:
 
 
 def build_knowledge(
-    spec: KnowledgeSpec, *, teacher: NetworkLayers, student: NetworkLayers, labeled: bool
+    spec: KnowledgeSpec,
+    *,
+    teacher: NetworkLayers,
+    student: NetworkLayers,
+    labeled: bool,
+    fully_labeled: bool = False,
 ) -> KnowledgePlan:
     terms: dict[str, tuple[float, Loss]] = {}
     hint: dict[str, tuple[float, Loss]] = {}
@@ -71,7 +76,7 @@ def build_knowledge(
             hint[name] = (term.weight, loss)
             hint_epochs = max(hint_epochs, term.hint_epochs)
     if labeled:
-        terms["hard"] = (spec.lambda_, HardLabelLoss())
+        terms["hard"] = (spec.lambda_, HardLabelLoss(fully_labeled=fully_labeled))
     return KnowledgePlan(
         loss=WeightedSum(terms),
         hint_loss=WeightedSum(hint) if hint else None,

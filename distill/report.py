@@ -142,4 +142,5 @@ def write_html_report(
         teacher_logits=None if result.reference_val is None else result.reference_val.cpu(),
         student_logits=predict(student, data.validation.x, device=torch.device("cpu")),  # (N_val, C)
         labels=labels_or_none(data.validation.y),
+        curves_png=curves.read_bytes() if (curves := out_dir / "training_curves.png").exists() else None,
     )

@@ -27,6 +27,7 @@ from distill.losses import Outputs, build_student_only_loss
 from distill.modes import JobContext, needs_file_teacher, plan_phases, run_mode
 from distill.report import build_report, write_html_report, write_plots
 from distill.teachers import Teacher, load_teacher
+from distill.timings import StageTimer
 from distill.training.device import resolve_device
 from distill.training.job_progress import JobProgress
 from distill.training.loop import Phase, steps_for
@@ -50,10 +51,13 @@ def run_job(
     started = time.perf_counter()
     emit("message", level="info", message=f"device: {torch_device}")
 
-    data = load_data(config.dataset, seed=config.training.seed)
+    timings = StageTimer()
+    with timings("data"):
+        data = load_data(config.dataset, seed=config.training.seed)
     teacher, teacher_val = None, None
     if needs_file_teacher(config):
-        teacher = _load_teacher(config, data, device=str(torch_device))
+        with timings("teacher_load"):
+            teacher = _load_teacher(config, data, device=str(torch_device))
         num_classes = data.num_classes or teacher.output_size(data.input_shape)
     elif data.num_classes is None:
         raise UserError(
@@ -67,12 +71,22 @@ def run_job(
     if config.baseline:
         phases.append(("baseline", _baseline_steps(config, data)))
     ctx = JobContext(
-        config, data, num_classes, torch_device, emit, stop, JobProgress(emit, phases), out_dir, resume=resume
+        config,
+        data,
+        num_classes,
+        torch_device,
+        emit,
+        stop,
+        JobProgress(emit, phases),
+        out_dir,
+        resume=resume,
+        timings=timings,
     )
     with _shape_errors_are_user_errors():
         if teacher is not None:
             # Evaluate the teacher first: a bad teacher explains a bad student, so the user sees it first.
-            teacher_val = teacher_logits_for(teacher, data.validation.x)  # (N_val, C) on the CPU
+            with timings("teacher_pass"):
+                teacher_val = teacher_logits_for(teacher, data.validation.x)  # (N_val, C) on the CPU
             emit("message", level="info", message=f"teacher on validation: {ctx.describe(teacher_val)}")
         if stop.requested:
             raise Cancelled("stopped before training")
@@ -86,12 +100,13 @@ def run_job(
 
     emit("message", level="info", message="exporting the student (safetensors, TorchScript, ONNX)")
     student_cpu = result.student.to("cpu").eval()
-    exported = export_student(student_cpu, out_dir, example_input=data.validation.x[:8])
-    if result.teacher_net is not None:
-        emit("message", level="info", message="exporting the trained teacher too (online mode)")
-        export_student(
-            result.teacher_net.to("cpu").eval(), out_dir, example_input=data.validation.x[:8], prefix="teacher"
-        )
+    with timings("export"):
+        exported = export_student(student_cpu, out_dir, example_input=data.validation.x[:8])
+        if result.teacher_net is not None:
+            emit("message", level="info", message="exporting the trained teacher too (online mode)")
+            export_student(
+                result.teacher_net.to("cpu").eval(), out_dir, example_input=data.validation.x[:8], prefix="teacher"
+            )
     cpu_teacher = result.teacher
     if cpu_teacher is not None and torch_device.type != "cpu":
         cpu_teacher = _load_teacher(config, data, device="cpu")
@@ -107,6 +122,7 @@ def run_job(
         device=str(torch_device),
         seconds=time.perf_counter() - started,
     )
+    report["timings"] = timings.rounded()
     _write_outputs(out_dir, config, data, num_classes, report, history)
     write_plots(out_dir, report, history)
     write_html_report(out_dir, report, history, result=result, student=student_cpu, data=data)

@@ -1,17 +1,37 @@
 """Process start-up and exit of `python -m distill run`, kept off the job's critical path.
 
-Measured on the MLP job of docs/BENCHMARKS.md: the first `torch.optim` step imports `torch._dynamo` (about
-1 s on these CPUs, spent inside the first training step, which also made the first ETA absurd), and the
+Measured on the MLP job of docs/BENCHMARKS.md: building any `torch.optim` optimizer imports `torch._dynamo`
+(about 1 s on these CPUs, inside the training stage, which also made the first ETA absurd), and the
 interpreter's teardown after the last event (torch's and onnxruntime's module and thread cleanup) takes
-about as long again.
+about as long again. Adam and AdamW use distill/training/fused_adam.py, which needs no torch._dynamo; only
+SGD (torch's own) still prefetches it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import sys
 import threading
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process instead of returning it to the kernel after every batch.
+
+    glibc serves allocations above a threshold (128 KiB, growing to at most 32 MiB) with a fresh mmap and
+    unmaps them on free, so a loop that allocates the same large activations every batch pays a page fault
+    per 4 KiB page every time (the conv job's teacher pass: 700k minor faults, 40 % of its CPU time). A
+    training process reuses the same sizes all run long and exits at the end, so it keeps them: no mmap
+    threshold below 1 GiB, no trimming. Returns False where there is no glibc (nothing is changed)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def prefetch_imports(modules: tuple[str, ...] = ("torch._dynamo",)) -> threading.Thread:

@@ -2,6 +2,7 @@
 
 - `NpzDataset`: the same .npz arrays (x float32 (N, C, H, W), y int64 (N,)) the Distillery job reads; the
   YAML config builds it with torchdistill's `!import_call` tag, so no dataset is downloaded.
+- `distillery_mlp`: Distillery's `mlp` (same module paths), for `bench/mlp_job.py`.
 - `distillery_cnn`: the teacher and student architecture, registered in torchdistill's model registry
   (`torchdistill.models.registry.register_model`). It rebuilds the module tree of Distillery's `cnn`
   (`distill/models/cnn.py`) with the same module paths — features.block1 … block{k} (conv3×3 without
@@ -115,6 +116,34 @@ def distillery_cnn(
         str(head),
         bool(batch_norm),
     )
+    return model.eval() if frozen else model
+
+
+class SmallMLP(nn.Module):
+    """Module tree and forward of Distillery's `mlp` (`distill/models/mlp.py`): flatten, blocks.i (Linear,
+    ReLU, Dropout), fc, so a Distillery state dict loads with strict=True."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: list[int], dropout: float) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        blocks: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            blocks.append(nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)))
+            width = h
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.blocks(self.flatten(x)))  # (N, num_classes)
+
+
+@register_model(key="distillery_mlp")
+def distillery_mlp(
+    input_shape: list[int], num_classes: int, hidden: list[int], dropout: float = 0.0, frozen: bool = False
+) -> nn.Module:
+    """The registry entry for `bench/mlp_job.py`'s teacher and student (frozen=True: the teacher, in eval mode)."""
+    model = SmallMLP(int(np.prod(input_shape)), int(num_classes), [int(v) for v in hidden], float(dropout))
     return model.eval() if frozen else model
 
 

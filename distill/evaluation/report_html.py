@@ -42,10 +42,16 @@ def write_report_html(
     teacher_logits: Tensor | None,
     student_logits: Tensor,
     labels: Tensor | None,
+    curves_png: bytes | None = None,
 ) -> None:
     path.write_text(
         render_report_html(
-            report, history, teacher_logits=teacher_logits, student_logits=student_logits, labels=labels
+            report,
+            history,
+            teacher_logits=teacher_logits,
+            student_logits=student_logits,
+            labels=labels,
+            curves_png=curves_png,
         ),
         encoding="utf-8",
     )
@@ -58,8 +64,10 @@ def render_report_html(
     teacher_logits: Tensor | None,
     student_logits: Tensor,
     labels: Tensor | None,
+    curves_png: bytes | None = None,
 ) -> str:
-    """The page. `teacher_logits` is None in self mode (no teacher); `labels` None when validation has none."""
+    """The page. `teacher_logits` is None in self mode (no teacher); `labels` None when validation has none.
+    `curves_png`: training_curves.png when it is already drawn (a figure costs ~0.1 s to draw), else drawn here."""
     num_classes = int(student_logits.shape[1])
     models = (
         {"student": student_logits}
@@ -68,7 +76,11 @@ def render_report_html(
     )
     sections = [
         _section("Summary", _summary(report)),
-        _figure_section("Training curves", training_curves_figure(history), "loss and validation quality per epoch"),
+        _figure_section(
+            "Training curves",
+            training_curves_figure(history) if curves_png is None else curves_png,
+            "loss and validation quality per epoch",
+        ),
     ]
     if labels is None:
         sections.append(_section("Calibration and per-class accuracy", _note("the validation set has no labels")))
@@ -107,12 +119,15 @@ def render_report_html(
 
 
 def png_data_uri(fig: Any) -> str:
+    """A matplotlib figure, or PNG bytes already drawn, as a data: URI."""
+    if isinstance(fig, bytes):
+        return "data:image/png;base64," + base64.b64encode(fig).decode("ascii")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_data_uri(buffer.getvalue())
 
 
 def _summary(report: dict[str, Any]) -> str:

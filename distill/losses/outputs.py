@@ -11,3 +11,6 @@ from torch import Tensor
 class Outputs:
     logits: Tensor  # (N, C)
     features: dict[str, Tensor] = field(default_factory=dict)
+    # A cached teacher's log_softmax(logits / T) per temperature T, computed once for the whole transfer set
+    # (distill/training/teacher_signal.py), so the soft term does not recompute the teacher side every step.
+    log_probs: dict[float, Tensor] = field(default_factory=dict)

@@ -52,11 +52,14 @@ def build_model(
     num_classes: int,
     param: str = "student.architecture",
     max_parameters: int = MAX_PARAMETERS,
+    dry_run: bool = True,
 ) -> nn.Module:
     """Build `arch` for inputs of `input_shape` (one example, no batch dim) and `num_classes` outputs.
 
     input_shape and num_classes given in arch.kwargs win over the inferred ones. Weights are drawn from
-    torch's global generator, so the caller seeds it for a repeatable run.
+    torch's global generator, so the caller seeds it for a repeatable run. dry_run=False skips the forward
+    pass on zeros that checks the output shape (for a shape-only build on the meta device, where a forward
+    pass goes through torch's decompositions and imports torch._dynamo: a second of start-up).
     """
     kwargs = {k: _tuples(v) for k, v in arch.kwargs.items()}
     kwargs.setdefault("input_shape", tuple(input_shape))
@@ -75,7 +78,8 @@ def build_model(
         )
     model = _create(arch.name, kwargs, param)
     # The dry run feeds the data's shape, not a shape the user put in kwargs: the data is what it will see.
-    _dry_run(model, arch.name, tuple(input_shape), kwargs["num_classes"], param)
+    if dry_run:
+        _dry_run(model, arch.name, tuple(input_shape), kwargs["num_classes"], param)
     return model
 
 

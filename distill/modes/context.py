@@ -19,6 +19,7 @@ from distill.models import embedding_layer, feature_layers
 from distill.models.taps import TORCHSCRIPT_UNTAPPABLE, layer_shapes
 from distill.students import build_student
 from distill.teachers import Teacher, load_teacher
+from distill.timings import StageTimer
 from distill.training.job_progress import JobProgress
 from distill.training.loop import Phase, train
 from distill.training.stop import StopFlag
@@ -35,6 +36,7 @@ class JobContext:
     progress: JobProgress
     out_dir: Path
     resume: bool = False
+    timings: StageTimer = field(default_factory=StageTimer)
 
     @property
     def train_y(self) -> Tensor | None:
@@ -54,6 +56,10 @@ class JobContext:
         return build_student(self.config.student, input_shape=self.data.input_shape, num_classes=self.num_classes)
 
     def train(self, phase: Phase) -> None:
+        with self.timings("baseline" if phase.name == "baseline" else "train"):
+            self._train(phase)
+
+    def _train(self, phase: Phase) -> None:
         train(
             phase,
             self.config.training,

@@ -10,7 +10,7 @@ import time
 
 from torch import Tensor, nn
 
-from distill.config import FeatureTerm, JobConfig
+from distill.config import FeatureTerm, JobConfig, ResponseTerm
 from distill.knowledge import build_knowledge
 from distill.losses.outputs import Outputs
 from distill.models.taps import Taps
@@ -42,11 +42,13 @@ def phases(config: JobConfig, n_train: int) -> list[tuple[str, int]]:
 
 def run(ctx: JobContext, teacher: Teacher, teacher_val: Tensor) -> ModeResult:
     student = ctx.build_student()
+    y = ctx.train_y
     plan = build_knowledge(
         ctx.config.knowledge,
         teacher=teacher_layers(teacher, ctx.data.input_shape),
         student=network_layers(student, ctx.data.input_shape),
-        labeled=ctx.train_y is not None,
+        labeled=y is not None,
+        fully_labeled=y is not None and bool((y >= 0).all()),
     )
     for line in plan.pairing:
         ctx.emit("message", level="info", message=line)
@@ -59,7 +61,7 @@ def run(ctx: JobContext, teacher: Teacher, teacher_val: Tensor) -> ModeResult:
     def evaluate() -> dict[str, float]:
         return ctx.evaluate(student, teacher_val)
 
-    x, y = ctx.data.train.x, ctx.train_y
+    x = ctx.data.train.x
     history = []
     if plan.hint_loss is not None:
         ctx.emit(
@@ -112,19 +114,23 @@ def _teacher_signal(ctx: JobContext, teacher: Teacher, paths: list[str]) -> tupl
             )
             return LiveTeacher(teacher, paths), False
     t0 = time.perf_counter()
-    if paths:
-        signal = CachedOutputs(teacher_outputs_for(teacher, x, paths))
-        what = f"logits + features at {', '.join(paths)}"
-    else:
-        signal = CachedOutputs(Outputs(teacher_logits_for(teacher, x)))
-        what = "logits"
+    with ctx.timings("teacher_pass"):
+        temperatures = [t.temperature for t in ctx.config.knowledge.terms or [] if isinstance(t, ResponseTerm)]
+        if paths:
+            signal = CachedOutputs(teacher_outputs_for(teacher, x, paths), temperatures=temperatures)
+            what = f"logits + features at {', '.join(paths)}"
+        else:
+            signal = CachedOutputs(Outputs(teacher_logits_for(teacher, x)), temperatures=temperatures)
+            what = "logits"
     ctx.emit("message", level="info", message=f"teacher {what} cached in {time.perf_counter() - t0:.2f}s")
     return signal, True
 
 
 def load_and_check_teacher(ctx: JobContext) -> tuple[Teacher, Tensor]:
     """Load the teacher and measure it on validation first: a bad teacher explains a bad student."""
-    teacher = load_job_teacher(ctx, device=str(ctx.device))
-    teacher_val = teacher_logits_for(teacher, ctx.val_x)  # (N_val, C) on the CPU
+    with ctx.timings("teacher_load"):
+        teacher = load_job_teacher(ctx, device=str(ctx.device))
+    with ctx.timings("teacher_pass"):
+        teacher_val = teacher_logits_for(teacher, ctx.val_x)  # (N_val, C) on the CPU
     ctx.emit("message", level="info", message=f"teacher on validation: {ctx.describe(teacher_val)}")
     return teacher, teacher_val

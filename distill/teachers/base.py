@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from distill.errors import UserError
 from distill.losses.outputs import Outputs
 from distill.models.taps import Taps, list_layers
+from distill.training.device import conv_memory_format, in_format, set_memory_format
 
 DEFAULT_BATCH_SIZE = 1024
 
@@ -67,7 +68,9 @@ class Teacher(ABC):
                 chunks.append(taps(self._prepare(chunk)))
         return Outputs(
             torch.cat([c.logits for c in chunks]).to(x.device, torch.float32),
-            {p: torch.cat([c.features[p] for c in chunks]).to(x.device, torch.float32) for p in paths},
+            {
+                p: torch.cat([c.features[p] for c in chunks]).to(x.device, torch.float32).contiguous() for p in paths
+            },  # in torch's default layout, whatever the teacher ran in
         )
 
     def _taps(self, paths: tuple[str, ...]) -> Taps:
@@ -124,6 +127,8 @@ class TorchTeacher(Teacher):
         module.eval()
         for p in module.parameters():  # not module.requires_grad_(): ScriptModules do not support it
             p.requires_grad_(False)
+        self._memory_format = conv_memory_format(module, device)
+        set_memory_format(module, self._memory_format)
         self.module = module
         self.format = format
         self.device = device
@@ -140,7 +145,7 @@ class TorchTeacher(Teacher):
         return self.module(self._prepare(x))
 
     def _prepare(self, x: Tensor) -> Tensor:
-        return x.to(self.device, self._input_dtype)
+        return in_format(x.to(self.device, self._input_dtype), self._memory_format)
 
     def _taps(self, paths: tuple[str, ...]) -> Taps:
         assert self.module is not None

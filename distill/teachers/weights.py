@@ -63,14 +63,16 @@ def module_from_weights(
     # than the checkpoint could not match it anyway, so that is the cap here.
     cap = max(MAX_PARAMETERS, sum(t.numel() for t in state.values()))
 
-    def build(classes: int) -> nn.Module:
-        return build_model(architecture, input_shape=input_shape, num_classes=classes, param=PARAM, max_parameters=cap)
+    def build(classes: int, *, dry_run: bool = True) -> nn.Module:
+        return build_model(
+            architecture, input_shape=input_shape, num_classes=classes, param=PARAM, max_parameters=cap, dry_run=dry_run
+        )
 
     chosen = preferred[0]
     for classes in preferred:
         try:
             with torch.device("meta"):
-                probe = build(classes)
+                probe = build(classes, dry_run=False)  # parameter shapes only; the real build below runs one
         except Exception:  # this class count (or the builder on meta) fails: the real build below reports why
             continue
         if _shapes(probe) == want:

@@ -30,7 +30,7 @@ from distill.events import Emitter
 from distill.losses.outputs import Outputs
 from distill.training.augment import augment
 from distill.training.checkpoint import load_checkpoint, save_checkpoint
-from distill.training.device import autocast_for
+from distill.training.device import autocast_for, conv_memory_format, in_format, set_memory_format
 from distill.training.job_progress import JobProgress
 from distill.training.optim import build_optimizer, build_scheduler
 from distill.training.stop import StopFlag
@@ -86,7 +86,10 @@ def train(
     steps_per_epoch = math.ceil(n / spec.batch_size)
     model = phase.trainables
     model.to(device)
+    memory_format = conv_memory_format(model, device)
+    set_memory_format(model, memory_format)
     optimizer = build_optimizer(model, spec)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     scheduler = build_scheduler(optimizer, spec, steps_per_epoch=steps_per_epoch, epochs=phase.epochs)
     autocast = autocast_for(device)
 
@@ -125,7 +128,7 @@ def train(
         for step_in_epoch in range(first, steps_per_epoch):
             global_step = epoch * steps_per_epoch + step_in_epoch
             idx = order[step_in_epoch * spec.batch_size : (step_in_epoch + 1) * spec.batch_size]
-            x = phase.x[idx].to(device, non_blocking=True)  # (B, ...)
+            x = in_format(phase.x[idx].to(device, non_blocking=True), memory_format)  # (B, ...)
             y = None if phase.y is None else phase.y[idx].to(device, non_blocking=True)  # (B,)
             if spec.augment != "none":
                 x = augment(x, spec.augment, torch.Generator().manual_seed(spec.seed * 7_919 + global_step))
@@ -139,7 +142,8 @@ def train(
                     code="diverged",
                     param="training.lr",
                 )
-            optimizer.zero_grad(set_to_none=True)
+            for param in params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
+                param.grad = None
             loss.backward()
             if spec.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
@@ -174,3 +178,4 @@ def train(
         if stop.requested:
             raise Cancelled(f"{phase.name}: stopped after epoch {epoch + 1}")
     model.eval()
+    set_memory_format(model, torch.contiguous_format)  # what export, the report and the next phase expect

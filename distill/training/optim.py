@@ -8,15 +8,35 @@ import torch
 from torch import nn
 
 from distill.config import TrainingSpec
+from distill.training.fused_adam import FusedAdam
+
+# What the training loop steps: torch's optimizers, or the direct fused Adam of fused_adam.py.
+Optimizer = torch.optim.Optimizer | FusedAdam
 
 
-def build_optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, spec: TrainingSpec) -> Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    if spec.optimizer == "adamw":
+        fused = True if _fused_ok(params) else None
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=fused)
+    decoupled = spec.optimizer == "adamw"
+    if _fused_ok(params):
+        return FusedAdam(params, lr=spec.lr, weight_decay=spec.weight_decay, decoupled_weight_decay=decoupled)
+    if decoupled:
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+# torch's default on the CPU is the per-tensor Python loop: for a small student, that loop costs more than
+# the student's own forward and backward (docs/BENCHMARKS.md, the MLP job). The fused kernels do the same
+# update in one call per step; torch has them for float parameters on the CPU and CUDA.
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _fused_ok(params: list[nn.Parameter]) -> bool:
+    if not params or len({(p.device, p.dtype) for p in params}) != 1:
+        return False
+    return params[0].device.type in _FUSED_DEVICES and params[0].is_floating_point() and not params[0].is_sparse
 
 
 class PerStepSchedule:
@@ -26,7 +46,7 @@ class PerStepSchedule:
     as much as a small student's own update. Its state is one integer, so resuming mid-epoch is exact.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, spec: TrainingSpec, *, steps_per_epoch: int, epochs: int):
+    def __init__(self, optimizer: Optimizer, spec: TrainingSpec, *, steps_per_epoch: int, epochs: int):
         self.optimizer, self.spec, self.steps_per_epoch = optimizer, spec, steps_per_epoch
         self.total = max(1, steps_per_epoch * epochs)
         self.peaks = [float(group["lr"]) for group in optimizer.param_groups]
@@ -58,8 +78,6 @@ class PerStepSchedule:
             group["lr"] = peak * factor
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, spec: TrainingSpec, *, steps_per_epoch: int, epochs: int
-) -> PerStepSchedule:
+def build_scheduler(optimizer: Optimizer, spec: TrainingSpec, *, steps_per_epoch: int, epochs: int) -> PerStepSchedule:
     """A multiplier of the peak lr, stepped once per optimizer step (so resuming mid-epoch is exact)."""
     return PerStepSchedule(optimizer, spec, steps_per_epoch=steps_per_epoch, epochs=epochs)

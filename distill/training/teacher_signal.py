@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distill.losses.outputs import Outputs
@@ -29,13 +30,17 @@ class TeacherSignal(Protocol):
 
 
 class CachedOutputs:
-    def __init__(self, outputs: Outputs) -> None:
+    def __init__(self, outputs: Outputs, *, temperatures: Sequence[float] = ()) -> None:
         self.outputs = outputs  # logits (N, C) and features (N, ...) for the whole transfer set, float32, CPU
+        # The soft terms' targets log_softmax(logits / T), once for all N instead of once per step.
+        self.log_probs = {float(t): F.log_softmax(outputs.logits.float() / t, dim=-1) for t in temperatures}
 
     def __call__(self, indices: Tensor, x: Tensor) -> Outputs:
+        device = x.device
         return Outputs(
-            self.outputs.logits[indices].to(x.device, non_blocking=True),
-            {p: f[indices].to(x.device, non_blocking=True) for p, f in self.outputs.features.items()},
+            self.outputs.logits[indices].to(device, non_blocking=True),
+            {p: f[indices].to(device, non_blocking=True) for p, f in self.outputs.features.items()},
+            {t: lp[indices].to(device, non_blocking=True) for t, lp in self.log_probs.items()},
         )
 
 
@@ -47,15 +52,23 @@ class LiveTeacher:
         return self.teacher.outputs(x, self.paths)
 
 
+# Batches of the one-time teacher pass. 1,024 made a conv teacher's activations ~100 MB each, above glibc's
+# mmap threshold, so every batch mapped fresh pages (700k minor faults on the conv job); 256 keeps them in
+# the reused heap (with distill/startup.py's allocator settings) and costs an MLP teacher nothing.
+EXTRACT_BATCH = 256
+
+
 @torch.inference_mode()
-def teacher_logits_for(teacher: TeacherLike, x: Tensor, *, batch_size: int = 1024) -> Tensor:
+def teacher_logits_for(teacher: TeacherLike, x: Tensor, *, batch_size: int = EXTRACT_BATCH) -> Tensor:
     """Teacher logits for a whole array, batched to bound memory; (N, C) float32 on the CPU."""
     chunks = [teacher.logits(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(chunks)
 
 
 @torch.inference_mode()
-def teacher_outputs_for(teacher: TeacherLike, x: Tensor, paths: Sequence[str], *, batch_size: int = 1024) -> Outputs:
+def teacher_outputs_for(
+    teacher: TeacherLike, x: Tensor, paths: Sequence[str], *, batch_size: int = EXTRACT_BATCH
+) -> Outputs:
     """Logits and tapped features for a whole array, batched; float32 on the CPU."""
     chunks = [teacher.outputs(x[i : i + batch_size], paths) for i in range(0, len(x), batch_size)]
     return Outputs(

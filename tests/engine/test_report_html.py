@@ -67,6 +67,14 @@ def test_a_run_writes_a_self_contained_report_html(run: tuple[Path, ListEmitter]
     assert "distilled student" in page and "student alone" in page  # the summary table has all three models
 
 
+def test_report_html_embeds_the_training_curves_png_it_was_given(run: tuple[Path, ListEmitter]) -> None:
+    """The runner draws training_curves.png once; the page embeds those very bytes instead of drawing again."""
+    out, _ = run
+    curves = (out / "training_curves.png").read_bytes()
+    src = parse((out / "report.html").read_text()).images["Training curves"]
+    assert base64.b64decode(src.split(",", 1)[1]) == curves
+
+
 def test_the_result_event_lists_report_html(run: tuple[Path, ListEmitter]) -> None:
     out, events = run
     artifacts = {a["name"]: a for a in events.of_type("result")[0]["artifacts"]}
