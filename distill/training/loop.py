@@ -87,7 +87,8 @@ def train(
     model = phase.trainables
     model.to(device)
     memory_format = conv_memory_format(model, device)
-    set_memory_format(model, memory_format)
+    if memory_format is not torch.contiguous_format:  # else the layout the caller gave it stays
+        set_memory_format(model, memory_format)
     optimizer = build_optimizer(model, spec)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     scheduler = build_scheduler(optimizer, spec, steps_per_epoch=steps_per_epoch, epochs=phase.epochs)
@@ -178,4 +179,5 @@ def train(
         if stop.requested:
             raise Cancelled(f"{phase.name}: stopped after epoch {epoch + 1}")
     model.eval()
-    set_memory_format(model, torch.contiguous_format)  # what export, the report and the next phase expect
+    if memory_format is not torch.contiguous_format:
+        set_memory_format(model, torch.contiguous_format)  # what export, the report and the next phase expect
