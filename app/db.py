@@ -1,4 +1,4 @@
-"""Engine, session factory and the request-scoped session dependency.
+"""Engine, session factory and the request-scoped session dependency; `Reads` for the hottest read.
 
 The request dependency owns the transaction (STYLE: services never commit): it commits when the endpoint
 returns, rolls back when it raises, and only then runs the callbacks registered with `after_commit`, so
@@ -23,7 +23,8 @@ import anyio
 import anyio.to_thread
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings, get_settings
@@ -84,6 +85,59 @@ def get_engine() -> Engine:
 @lru_cache
 def get_sessionmaker() -> SessionFactory:
     return make_sessionmaker(get_engine())
+
+
+class Reads:
+    """Connections for the hot one-statement reads (GET /v1/jobs/{id}, which clients poll): a read is one
+    round trip, where a request session's is four (the pool's pre-ping, BEGIN, the SELECT, COMMIT).
+
+    On Postgres they come from a small pool of their own, in autocommit (no BEGIN / COMMIT) and without a
+    pre-ping: instead, a read that finds its pooled connection dead (Postgres restarted) is run once more
+    on a fresh one, so pollers see no error for a connection that died while idle (tests/worker/
+    test_service_faults.py); while Postgres is down the retry fails too, and the client gets the 503. The
+    pool holds one connection per worker thread (reads run there), so each API process may open up to
+    `threadpool_size` connections beyond its main pool. Only for reads of one statement, or of statements
+    each consistent on its own: without a transaction, two statements may see two states.
+
+    A test's factory is bound to one connection inside its rolled-back transaction: reads use it as it is.
+    """
+
+    def __init__(self, factory: SessionFactory, settings: Settings) -> None:
+        bind = factory.kw["bind"]
+        self._connection: Connection | None = bind if isinstance(bind, Connection) else None
+        self._engine: Engine | None = None
+        self._owns_pool = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
+        if self._owns_pool:
+            self._engine = create_engine(
+                bind.url,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,  # autocommit: no transaction to roll back on return
+                pool_size=settings.threadpool_size,
+                max_overflow=0,
+                pool_timeout=settings.db_pool_timeout,
+            )
+        elif isinstance(bind, Engine):  # SQLite: the engine's own pool (an in-memory database lives in it)
+            self._engine = bind.execution_options(isolation_level="AUTOCOMMIT")
+
+    def run(self, read: Callable[[Connection], T]) -> T:
+        """`read(connection)`, run again on a fresh connection if the first one turned out to be dead."""
+        if self._engine is None:
+            assert self._connection is not None
+            return read(self._connection)
+        try:
+            with self._engine.connect() as connection:
+                return read(connection)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # SQLAlchemy has invalidated every connection pooled before this one: the next is a new one.
+            log.info("a pooled read connection was dead (%s); reading again", str(exc).splitlines()[0])
+        with self._engine.connect() as connection:
+            return read(connection)
+
+    def dispose(self) -> None:
+        if self._owns_pool and self._engine is not None:
+            self._engine.dispose()
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import service as auth_service
 from app.auth.key_cache import KeyCache
 from app.auth.limits import TenantLimits
-from app.db import SessionFactory, get_session
+from app.db import Reads, SessionFactory, get_session
 from app.jobs.event_stream import EventHub
 from app.queue import JobQueue
 from app.settings import Settings
@@ -82,6 +82,12 @@ async def get_session_factory(request: Request) -> SessionFactory:
     return factory
 
 
+async def get_reads(request: Request) -> Reads:
+    """Autocommit connections for the hot one-statement reads (app.db.Reads), instead of a request session."""
+    reads: Reads = request.app.state.reads
+    return reads
+
+
 async def get_event_hub(request: Request) -> EventHub:
     """The process's shared poller of job events, for Server-Sent Event streams (app/jobs/event_stream.py)."""
     hub: EventHub = request.app.state.event_hub
@@ -105,3 +111,4 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 ProbeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_probe_limiter)]
 EventHubDep = Annotated[EventHub, Depends(get_event_hub)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]

@@ -14,7 +14,7 @@ from app.architectures.endpoints import router as architectures_router
 from app.artifacts.endpoints import router as artifacts_router
 from app.auth.key_cache import KeyCache
 from app.auth.service import log_auth_mode
-from app.db import SessionFactory, engine_for, make_sessionmaker
+from app.db import Reads, SessionFactory, engine_for, make_sessionmaker
 from app.error_handlers import register_error_handlers
 from app.errors_doc import error_responses, openapi_with_bearer_auth
 from app.files.endpoints import router as files_router
@@ -61,6 +61,7 @@ def create_app(
             upgrade_to_head(settings.database_url)
         yield
         await app.state.event_hub.close()
+        app.state.reads.dispose()
 
     app = FastAPI(
         title="Distillery",
@@ -70,6 +71,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessionmaker = resolved_factory
+    app.state.reads = Reads(resolved_factory, settings)
     app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
     app.state.probe_limiter = anyio.CapacityLimiter(settings.probe_concurrency)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)

@@ -8,12 +8,15 @@ NULL, and the worker's reconciler sends it later, so an accepted job is never lo
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cached_property, lru_cache
 from typing import Protocol
 
 from celery import Celery
 from kombu import Connection
-from sqlalchemy import update
+from sqlalchemy import String, Update, any_, bindparam, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
 
 from app.db import SessionFactory, get_sessionmaker
 from app.models import Job, utcnow
@@ -41,10 +44,58 @@ def make_celery_client(settings: Settings) -> Celery:
     return client
 
 
+class DispatchRecorder:
+    """Writes `dispatched_at` for many sends in one UPDATE (a group commit): while one thread writes, the
+    ids of the sends that finish meanwhile wait, and go in the next write together. Each `record` still
+    returns only once its row is written (or the write failed, which is logged: the reconciler then sends
+    the job once more). In a burst of submissions this is one transaction per batch, not per job."""
+
+    def __init__(self, session_factory: SessionFactory) -> None:
+        self.session_factory = session_factory
+        self._changed = threading.Condition()
+        self._pending: list[str] = []
+        self._batch = 0  # the batch the next id goes in
+        self._written = -1  # the last batch written (or given up on)
+        self._writing = False
+
+    def record(self, job_id: str) -> None:
+        with self._changed:
+            self._pending.append(job_id)
+            mine = self._batch
+            while self._writing and self._written < mine:
+                self._changed.wait()
+            if self._written >= mine:
+                return  # another thread wrote it
+            self._writing = True
+            ids, self._pending = self._pending, []
+            self._batch += 1
+        try:
+            with self.session_factory.begin() as session:
+                session.execute(_dispatched(session, ids))
+        except Exception:
+            log.exception("could not record dispatched_at of %d job(s) (the reconciler will send them again)", len(ids))
+        finally:
+            with self._changed:
+                self._writing = False
+                self._written = mine
+                self._changed.notify_all()
+
+
+def _dispatched(session: Session, job_ids: list[str]) -> Update:
+    """`UPDATE jobs SET dispatched_at = now WHERE id = ANY(:ids)` on Postgres: one statement text for any
+    number of ids, which psycopg prepares once (an IN list is a new text, parsed anew, per batch size)."""
+    if session.get_bind().dialect.name == "postgresql":
+        matches = Job.id == any_(bindparam("ids", job_ids, type_=postgresql.ARRAY(String)))
+    else:
+        matches = Job.id.in_(job_ids)
+    return update(Job).where(matches).values(dispatched_at=utcnow()).execution_options(synchronize_session=False)
+
+
 class CeleryJobQueue:
     def __init__(self, settings: Settings, session_factory: SessionFactory) -> None:
         self.settings = settings
         self.session_factory = session_factory
+        self.recorder = DispatchRecorder(session_factory)
 
     @cached_property
     def celery(self) -> Celery:
@@ -63,8 +114,7 @@ class CeleryJobQueue:
         except Exception as exc:
             log.warning("could not send %s for %s (the reconciler will retry): %s", RUN_JOB_TASK, job_id, exc)
             return
-        with self.session_factory.begin() as session:
-            session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
+        self.recorder.record(job_id)
 
 
 def broker_problem(settings: Settings) -> str | None:

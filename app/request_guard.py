@@ -24,11 +24,13 @@ from starlette.routing import Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.error_handlers import envelope
-from app.files.upload import has_control_chars
 from app.settings import Settings
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHECKED_HEADERS = ("idempotency-key", "last-event-id")
+_READ_HEADERS = frozenset(name.encode() for name in (*_CHECKED_HEADERS, "content-type", "content-length"))
+# C0 controls and DEL (app.files.upload.has_control_chars), as one regex: the guard runs on every request.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 
 
 class Refused(Exception):
@@ -50,7 +52,7 @@ class RequestGuard:
             return
         try:
             self._check_params(scope)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            headers = _read_headers(scope)
             self._check_headers(headers)
             if scope["method"] in _BODY_METHODS and _is_json(headers.get("content-type")):
                 body = await self._read_body(receive, headers.get("content-length"))
@@ -65,20 +67,24 @@ class RequestGuard:
 
     def _check_params(self, scope: Scope) -> None:
         limit = self.settings.max_param_chars
-        if self._patterns is None:
-            self._patterns = route_patterns(self.router.routes)
-        for name, value in _path_params(self._patterns, scope).items():
-            _check_value("path", name, value, limit)
+        path = scope.get("path", "")
+        # Path parameters are parts of the path: when it is short and clean, so are they, and the routes need
+        # not be matched here (the common case, and most of the guard's cost when it was done every time).
+        if len(path) > limit or _CONTROL_CHARS.search(path):
+            if self._patterns is None:
+                self._patterns = route_patterns(self.router.routes)
+            for name, value in _path_params(self._patterns, path).items():
+                _check_value("path", name, value, limit)
         query = scope.get("query_string", b"").decode("latin-1")
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if has_control_chars(name):
+        for name, value in parse_qsl(query, keep_blank_values=True) if query else ():
+            if _CONTROL_CHARS.search(name):
                 raise Refused(422, "invalid_request", "a query parameter name contains control characters")
             _check_value("query", name, value, limit)
 
     def _check_headers(self, headers: dict[str, str]) -> None:
         for name in _CHECKED_HEADERS:
             value = headers.get(name)
-            if value is not None and (has_control_chars(value) or len(value) > self.settings.max_param_chars):
+            if value is not None and (_CONTROL_CHARS.search(value) or len(value) > self.settings.max_param_chars):
                 sent = "Idempotency-Key" if name == "idempotency-key" else "Last-Event-ID"
                 raise Refused(422, "invalid_request", f"header {sent} contains control characters or is too long", sent)
 
@@ -103,17 +109,26 @@ class RequestGuard:
         return b"".join(chunks)
 
 
+def _read_headers(scope: Scope) -> dict[str, str]:
+    """The headers the guard looks at, by lower-case name; the others are not decoded."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in ((k.lower(), v) for k, v in scope.get("headers", []))
+        if name in _READ_HEADERS
+    }
+
+
 def _check_value(where: str, name: str, value: str, limit: int) -> None:
-    if has_control_chars(value):
+    if _CONTROL_CHARS.search(value):
         raise Refused(422, "invalid_request", f"{where} parameter {name!r} contains control characters", name)
     if len(value) > limit:
         raise Refused(422, "invalid_request", f"{where} parameter {name!r} is longer than {limit:,} characters", name)
 
 
-def _path_params(patterns: list[re.Pattern[str]], scope: Scope) -> dict[str, str]:
+def _path_params(patterns: list[re.Pattern[str]], path: str) -> dict[str, str]:
     """The path parameters of the first route whose path matches (none if no route does: that is a 404)."""
     for pattern in patterns:
-        match = pattern.match(scope.get("path", ""))
+        match = pattern.match(path)
         if match is not None:
             return match.groupdict()
     return {}

@@ -1,9 +1,9 @@
 """What does reading a job cost next to FastAPI doing nothing? GET /v1/jobs/{id} vs a bare endpoint.
 
 Two uvicorn servers with the same settings (one process, same loop and HTTP parser, no access log): the
-Distillery API on Postgres (the job read is one SELECT of the job and one of its artifacts, plus JSON), and
-`bare_app` below, one endpoint that returns a constant dict. 64 concurrent clients (asyncio, one keep-alive
-HTTP/1.1 connection each, loopback only) hammer each server for a fixed time; rounds alternate between
+Distillery API on Postgres (the job read is one autocommit SELECT of the job joined with its artifacts, plus
+JSON), and `bare_app` below, one endpoint that returns a constant dict. 64 concurrent clients (asyncio, one
+keep-alive HTTP/1.1 connection each, loopback only) hammer each server for a fixed time; rounds alternate between
 the two servers so machine noise hits both alike, and the ratio comes from the same run. The clients share
 the machine's cores with the server: absolute numbers are a floor, the ratio is the point. The API runs as in
 production, auth required, and every request carries an API key; a third target polls the job with its
@@ -13,7 +13,8 @@ that figure moves far less than throughput does.
 
     python -m bench.api_throughput [--clients 64] [--seconds 5] [--rounds 3]
 
-Needs Postgres on its standard local port. Writes bench/results/api_throughput.json, prints a table.
+Needs Postgres at DISTILLERY_TEST_POSTGRES (bench/services.py; default: the standard local port). Writes
+bench/results/api_throughput.json, prints a table.
 """
 
 from __future__ import annotations

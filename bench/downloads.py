@@ -2,30 +2,38 @@
 
 A job with one 512 MB artifact (random bytes, so nothing compresses) is written straight into a scratch
 Postgres database and the artifact folder, and one uvicorn process serves it (auth off: the default tenant).
-While 4 clients (threads, httpx streaming, bytes counted and dropped) download the whole file at once, the
-API's resident memory (VmRSS in /proc/PID/status) is sampled every 50 ms. Then one more download alone
-checks the sha256 of what arrives, and one Range request (128 MB from the middle) checks the 206 and its bytes.
-Loopback only; the clients share the machine's 2 cores with the server, so speeds are lower bounds.
+While 4 clients download the whole file at once (bytes counted and dropped), the API's resident memory
+(VmRSS in /proc/PID/status) is sampled every 50 ms. Then one more download alone checks the sha256 of what
+arrives, and one Range request (128 MB from the middle) checks the 206 and its bytes.
+
+The clients are curl by default: an ordinary HTTP client that costs a small fraction of a core, so what is
+measured is the server. `--client httpx` runs Python clients instead (threads, httpx streaming, 1 MiB
+reads); on this 2-core machine they need more CPU than the server does and measure themselves as much as
+it. Loopback only; the clients share the machine's cores with the server, so speeds are lower bounds.
 
 Targets: the API's RSS grows by less than 64 MB during the 4 downloads; every stream gets at least 200 MB/s.
 
-    python -m bench.downloads [--size-mb 512] [--clients 4]
+    python -m bench.downloads [--size-mb 512] [--clients 4] [--client curl|httpx]
 
-Needs Postgres on its standard local port. Writes bench/results/downloads.json and prints a table.
+Needs Postgres at DISTILLERY_TEST_POSTGRES (bench/services.py; default: the standard local port). Writes
+bench/results/downloads.json and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import resource
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from bench.services import postgres_database, run_machine
 from tests.e2e.processes import service_env, start_api
@@ -128,8 +136,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def download(url: str, *, headers: dict[str, str] | None = None, hash_it: bool = False) -> dict[str, Any]:
-    """Stream the response, count (and optionally hash) the bytes, drop them."""
+def httpx_download(url: str, *, headers: dict[str, str] | None = None, hash_it: bool = False) -> dict[str, Any]:
+    """Stream the response with httpx, count (and optionally hash) the bytes, drop them."""
+    import httpx
+
     digest = hashlib.sha256()
     received = 0
     with httpx.Client(timeout=300) as http:
@@ -140,19 +150,54 @@ def download(url: str, *, headers: dict[str, str] | None = None, hash_it: bool =
                 if hash_it:
                     digest.update(chunk)
         seconds = time.perf_counter() - started
+    content_range = response.headers.get("content-range")
+    return _outcome(response.status_code, received, started, seconds, digest if hash_it else None, content_range)
+
+
+def curl_download(url: str, *, headers: dict[str, str] | None = None, hash_it: bool = False) -> dict[str, Any]:
+    """`curl` into /dev/null, or into a pipe this process hashes; its own report (status, bytes, response
+    headers) comes on stderr as JSON."""
+    command = ["curl", "-s", "-S", "-o", "-" if hash_it else "/dev/null", "-w", "%{stderr}%{json}\n%{header_json}"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    with subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        assert run.stdout is not None and run.stderr is not None
+        if hash_it:
+            while chunk := run.stdout.read(MB):
+                digest.update(chunk)
+        report = run.stderr.read().decode()
+    seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        raise RuntimeError(f"curl exited with {run.returncode}: {report[:500]}")
+    summary, _, response_headers = report.partition("\n")
+    stats, sent = json.loads(summary), json.loads(response_headers)
+    range_header = sent.get("content-range", [None])[0]
+    status, received = int(stats["http_code"]), int(stats["size_download"])
+    return _outcome(status, received, started, seconds, digest if hash_it else None, range_header)
+
+
+def _outcome(
+    status: int, received: int, started: float, seconds: float, digest: Any, content_range: str | None
+) -> dict[str, Any]:
     return {
-        "status": response.status_code,
+        "status": status,
         "bytes": received,
         "seconds": round(seconds, 3),
         "mb_per_s": round(received / MB / seconds, 1),
-        "sha256": digest.hexdigest() if hash_it else None,
-        "content_range": response.headers.get("content-range"),
+        "sha256": digest.hexdigest() if digest is not None else None,
+        "content_range": content_range,
         "started": started,
         "ended": started + seconds,
     }
 
 
-def concurrent(url: str, clients: int) -> list[dict[str, Any]]:
+CLIENTS: dict[str, Callable[..., dict[str, Any]]] = {"curl": curl_download, "httpx": httpx_download}
+
+
+def concurrent(download: Callable[..., dict[str, Any]], url: str, clients: int) -> list[dict[str, Any]]:
+    """`clients` whole downloads at once, one thread each (a curl download waits on its process there)."""
     results: list[dict[str, Any]] = [{} for _ in range(clients)]
     go = threading.Barrier(clients)
 
@@ -168,31 +213,21 @@ def concurrent(url: str, clients: int) -> list[dict[str, Any]]:
     return results
 
 
-def with_curl(url: str, clients: int, api_pid: int) -> dict[str, Any]:
-    """The same concurrent downloads with curl (C, a small fraction of a core): what the server gives when
-    the clients cost little, the control for the Python clients above, which share the 2 cores with it."""
-    import shutil
-    import subprocess
-
-    if shutil.which("curl") is None:
-        return {"skipped": "no curl"}
-    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{speed_download}", url]
-    server_cpu, started = cpu_seconds(api_pid), time.perf_counter()
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
-    outputs = [run.communicate()[0].split() for run in runs]
-    wall = time.perf_counter() - started
-    return {
-        "statuses": [int(code) for code, _, _ in outputs],
-        "mb_per_s": [round(float(speed) / MB, 1) for _, _, speed in outputs],
-        "api_cores_used": round((cpu_seconds(api_pid) - server_cpu) / wall, 2),
-    }
+def client_cpu_seconds() -> float:
+    """CPU of this process (the httpx clients' threads) and of its finished children (the curl processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="curl", help="who downloads (default curl)")
     args = parser.parse_args()
+    if args.client == "curl" and shutil.which("curl") is None:
+        parser.error("curl is not installed: install it, or pass --client httpx")
+    download = CLIENTS[args.client]
     load_before = os.getloadavg()
     size = args.size_mb * MB
 
@@ -219,14 +254,16 @@ def main() -> None:
             sampler.start()
             time.sleep(1.0)
             baseline = max(rss for _, rss in sampler.samples)
-            print(f"{args.clients} downloads of {args.size_mb} MB, load average {os.getloadavg()}", flush=True)
-            server_cpu, client_cpu = cpu_seconds(api.process.pid), time.process_time()
-            streams = concurrent(url, args.clients)
-            server_cpu, client_cpu = cpu_seconds(api.process.pid) - server_cpu, time.process_time() - client_cpu
+            load_during = os.getloadavg()
+            print(
+                f"{args.clients} {args.client} downloads of {args.size_mb} MB, load average {load_during}", flush=True
+            )
+            server_cpu, client_cpu = cpu_seconds(api.process.pid), client_cpu_seconds()
+            streams = concurrent(download, url, args.clients)
+            server_cpu, client_cpu = cpu_seconds(api.process.pid) - server_cpu, client_cpu_seconds() - client_cpu
             start = min(s["started"] for s in streams)
             end = max(s["ended"] for s in streams)
             peak = sampler.peak(start, end + 0.1)
-            curl = with_curl(url, args.clients, api.process.pid)
             alone = download(url, hash_it=True)
             ranged = download(url, headers={"Range": f"bytes={RANGE[0]}-{RANGE[1]}"}, hash_it=True)
             time.sleep(0.5)
@@ -247,8 +284,10 @@ def main() -> None:
     result = {
         "machine": run_machine(load_before),
         "server": "uvicorn, 1 process, --no-access-log, DISTILLERY_AUTH=off; Postgres 15 on localhost; loopback",
+        "client": args.client,
         "artifact_mb": args.size_mb,
         "clients": args.clients,
+        "load_avg_at_start_of_downloads": [round(x, 2) for x in load_during],
         "rss_baseline_mb": round(baseline / MB, 1),
         "rss_peak_mb": round(peak / MB, 1),
         "rss_growth_mb": round(growth_mb, 1),
@@ -257,10 +296,9 @@ def main() -> None:
         "streams": streams,
         "all_complete": all(s["status"] == 200 and s["bytes"] == size for s in streams),
         "aggregate_mb_per_s": round(args.clients * size / MB / (end - start), 1),
-        # Cores busy during the concurrent downloads (of the machine's 2): the API process, and these clients.
+        # Cores busy during the concurrent downloads (of the machine's 2): the API process, and the clients.
         "api_cores_used": round(server_cpu / (end - start), 2),
         "client_cores_used": round(client_cpu / (end - start), 2),
-        "curl_control": curl,
         "alone_with_sha256": {**alone, "sha256_matches": alone["sha256"] == sha256},
         "range": {
             **ranged,
@@ -276,7 +314,7 @@ def main() -> None:
     }
     from bench.common import write_result
 
-    path = write_result("downloads", result)
+    path = write_result("downloads" if args.client == "curl" else f"downloads_{args.client}", result)
     print(f"\n(results in {path})\n")
     print("| what | result |")
     print("|---|---|")
@@ -284,13 +322,11 @@ def main() -> None:
           f"(+{growth_mb:.1f} MB; target < {TARGET_RSS_GROWTH_MB}) |")  # fmt: skip
     speeds = ", ".join(f"{s['mb_per_s']:.0f}" for s in streams)
     cores = f"API {result['api_cores_used']} cores, clients {result['client_cores_used']}"
-    print(f"| each of {args.clients} streams, MB/s | {speeds} (aggregate {result['aggregate_mb_per_s']:.0f}; "
+    label = f"each of {args.clients} {args.client} streams, MB/s"
+    print(f"| {label} | {speeds} (aggregate {result['aggregate_mb_per_s']:.0f}; "
           f"target ≥ {TARGET_STREAM_MB_S} each; {cores}) |")  # fmt: skip
-    if "mb_per_s" in curl:
-        speeds = ", ".join(f"{v:.0f}" for v in curl["mb_per_s"])
-        print(f"| the same with {args.clients} curl clients, MB/s | {speeds} (API {curl['api_cores_used']} cores) |")
     matches = result["alone_with_sha256"]["sha256_matches"]
-    print(f"| one download alone (sha256 matches: {matches}) | {alone['mb_per_s']:.0f} MB/s |")
+    print(f"| one download alone, hashed here (sha256 matches: {matches}) | {alone['mb_per_s']:.0f} MB/s |")
     print(f"| Range {result['range']['requested']} | {ranged['status']}, {ranged['content_range']}, "
           f"{ranged['mb_per_s']:.0f} MB/s, bytes match: {result['range']['sha256_matches']} |")  # fmt: skip
 

@@ -16,10 +16,11 @@ a statement on its 5th run on a connection, and after five runs of it Postgres m
 plan, made without the parameter values, for good. Recorded: the plan of its 6th run (plan_cache_mode auto,
 what a long-lived API or worker connection ends up running) and the generic plan (forced).
 
-Every size is measured twice: with the schema at head, and with migration 0006 undone inside a transaction
-that is rolled back (the "before" of the indexes 0006 adds).
+Every size is measured twice: with the schema at head, and with the migrations after `--before` undone
+inside a transaction that is rolled back (by default 0006 and later: the "before" of the indexes they add).
+The statements are caught and explained by bench/explain.py.
 
-    python -m bench.scale_explain [--sizes 10000 100000 1000000]
+    python -m bench.scale_explain [--sizes 10000 100000 1000000] [--only reconciler] [--before REVISION]
 
 Needs Postgres on its standard local port. Writes bench/results/scale_explain.json, prints markdown tables.
 """
@@ -33,18 +34,20 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.explain import Explainer
+
 DATABASE = "distillery_scale"
-BEFORE_REVISION = "0005_webhooks"  # the schema without 0006_scale_indexes
+BEFORE_REVISION = "0005_webhooks"  # the schema without 0006_scale_indexes (and later), by default
+GROUPS = ("api", "submit", "worker", "reconciler")
 ACTIVE = 200  # the newest jobs are the live ones
 BIG = "big"
 SMALL = "t007"
@@ -179,146 +182,6 @@ def seed_fixed_rows(engine: Engine) -> None:
         session.add(WebhookEndpoint(tenant_id=BIG, url="https://example.com/hook", events=events, secret="whsec_x"))
 
 
-# --- catching and explaining the statements ---------------------------------------------------------------
-
-_EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-_PARAM = re.compile(r"%\((\w+)\)s")
-
-
-def _command(cursor: Any, sql: str) -> None:
-    """A command sent with libpq directly: psycopg drops every statement it has prepared when it sees a
-    ROLLBACK (TO SAVEPOINT) go through its own execute, and ours would go with them."""
-    import psycopg.pq
-
-    result = cursor.connection.pgconn.exec_(sql.encode())
-    if result.status not in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
-        raise RuntimeError(f"{sql[:60]}: {(result.error_message or b'').decode()}")
-
-
-def _explain_twice(cursor: Any, sql: str, params: Any) -> dict[str, Any]:
-    """EXPLAIN ANALYZE in a savepoint rolled back at once (writes leave nothing); the second, warm run."""
-    plan: dict[str, Any] = {}
-    for _ in range(2):
-        _command(cursor, "SAVEPOINT bench_explain")
-        try:
-            cursor.execute(sql, params, prepare=False)
-            plan = cursor.fetchone()[0][0]
-        finally:
-            _command(cursor, "ROLLBACK TO SAVEPOINT bench_explain")
-            _command(cursor, "RELEASE SAVEPOINT bench_explain")
-    return plan
-
-
-def _prepared(cursor: Any, statement: str, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The statement as a prepared statement: its plan on the 6th run (plan_cache_mode auto: after five custom
-    plans Postgres keeps a generic one if it does not look costlier), and the generic plan itself (forced)."""
-    import psycopg.sql
-
-    order: dict[str, int] = {}
-    prepared = _PARAM.sub(lambda m: f"${order.setdefault(m.group(1), len(order) + 1)}", statement).replace("%%", "%")
-    args = ", ".join(psycopg.sql.Literal(params[name]).as_string(cursor.connection) for name in order)
-    execute = f"EXECUTE bench_prepared({args})"
-    _command(cursor, f"PREPARE bench_prepared AS {prepared}")
-    try:
-        for _ in range(5):
-            _command(cursor, "SAVEPOINT bench_explain")
-            _command(cursor, execute)
-            _command(cursor, "ROLLBACK TO SAVEPOINT bench_explain")
-        sixth = _explain_twice(cursor, _EXPLAIN + execute, None)
-        _command(cursor, "SAVEPOINT bench_generic_mode")
-        try:
-            _command(cursor, "SET LOCAL plan_cache_mode = force_generic_plan")
-            generic = _explain_twice(cursor, _EXPLAIN + execute, None)
-        finally:
-            _command(cursor, "ROLLBACK TO SAVEPOINT bench_generic_mode")
-    finally:
-        _command(cursor, "DEALLOCATE bench_prepared")
-    return {"prepared": summarize(sixth), "generic": summarize(generic)}
-
-
-class Explainer:
-    """Explains every statement the engine sends while `catching` is on, just before it runs."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.caught: list[dict[str, Any]] | None = None
-        event.listen(engine, "before_cursor_execute", self._before)
-
-    @contextmanager
-    def catching(self) -> Iterator[list[dict[str, Any]]]:
-        self.caught = []
-        try:
-            yield self.caught
-        finally:
-            self.caught = None
-
-    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        caught = self.caught
-        if caught is None or not statement.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
-            return
-        params = parameters[0] if many else parameters  # executemany: one row's plan, the rows are alike
-        self.caught = None  # our own EXPLAINs are not caught
-        try:
-            with cursor.connection.cursor() as raw:
-                entry: dict[str, Any] = {
-                    "sql": statement,
-                    "rows_sent": len(parameters) if many else 1,
-                    "custom": summarize(_explain_twice(raw, _EXPLAIN + statement, params)),
-                }
-                if params and not statement.lstrip().upper().startswith("INSERT"):
-                    for kind, plan in _prepared(raw, statement, params).items():
-                        same = plan["shape"] == entry["custom"]["shape"]
-                        entry[kind] = {"same_plan_as_custom": True, "ms": plan["ms"]} if same else plan
-        finally:
-            self.caught = caught
-        caught.append(entry)
-
-
-def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _nodes(child)
-
-
-def shape(node: dict[str, Any]) -> str:
-    """`Limit › Index Scan Backward ix_jobs_tenant_id_id`: the plan's nodes, index or table, children in ()."""
-    label = node["Node Type"] + (" Backward" if node.get("Scan Direction") == "Backward" else "")
-    if "Index Name" in node:
-        label += f" {node['Index Name']}"
-    elif node["Node Type"] == "Seq Scan":
-        label += f" {node['Relation Name']}"
-    children = node.get("Plans", [])
-    if len(children) == 1:
-        return f"{label} › {shape(children[0])}"
-    shapes = [shape(c) for c in children]
-    if len(shapes) > 2 and len(set(shapes)) == 1:  # e.g. a BitmapOr of one index scan per watched job
-        return f"{label} ({len(shapes)} × {shapes[0]})"
-    if children:
-        return f"{label} ({' + '.join(shapes)})"
-    return label
-
-
-def summarize(plan: dict[str, Any]) -> dict[str, Any]:
-    root = plan["Plan"]
-    nodes = list(_nodes(root))
-    scans = [n for n in nodes if n["Node Type"].endswith("Scan") and not n["Node Type"].startswith("Bitmap Index")]
-    read = sum(round((n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]) for n in scans)
-    sorted_rows = [
-        n["Plans"][0]["Actual Rows"] * n["Plans"][0]["Actual Loops"] for n in nodes if n["Node Type"] == "Sort"
-    ]
-    return {
-        "shape": shape(root),
-        "indexes": sorted({n["Index Name"] for n in nodes if "Index Name" in n}),
-        "rows": root["Actual Rows"],
-        "rows_read": read,
-        "rows_sorted": sum(sorted_rows),
-        "ms": round(plan["Execution Time"], 3),
-        "planning_ms": round(plan["Planning Time"], 3),
-        "trigger_ms": round(sum(t["Time"] for t in plan.get("Triggers", [])), 3),
-        "shared_hit": root.get("Shared Hit Blocks", 0),
-        "shared_read": root.get("Shared Read Blocks", 0),
-    }
-
-
 # --- what the service does, run against the data ----------------------------------------------------------
 
 
@@ -392,9 +255,12 @@ def _read(fn: Callable[[Session, Context], object]) -> Callable[[Sessions, Conte
 
 
 def _submit(tenant: str) -> Callable[[Sessions, Context], object]:
-    """POST /v1/jobs as the endpoint runs it (minus the probe): plan in a short session, write, commit, send."""
+    """POST /v1/jobs as the endpoint runs it (minus the model check itself) for a spec never checked: the
+    first read (no verdict in check_verdicts), its end, the write with the verdict, commit, send. A spec
+    whose check passed before sends a subset of these statements in one transaction."""
     from uuid import uuid4
 
+    from app.checks import verdicts
     from app.jobs import service
     from app.jobs.schemas import JobCreate
     from app.jobs.validation import PlannedCheck
@@ -411,21 +277,15 @@ def _submit(tenant: str) -> Callable[[Sessions, Context], object]:
             }
         )
         key = f"bench-{uuid4().hex}"
-        with sessions() as short:
-            planned = service.plan_submission(
-                short, tenant=tenant, settings=ctx.settings, spec=spec, idempotency_key=key
-            )
-        assert isinstance(planned, PlannedCheck)
+        verdicts._passed.clear()  # a process that has not seen this check pass: it asks the database
         with sessions() as session:
-            job, _ = service.create_job(
-                session,
-                tenant=tenant,
-                settings=ctx.settings,
-                queue=ctx.queue,
-                spec=spec,
-                idempotency_key=key,
-                checked=planned,
-            )
+            args = {"tenant": tenant, "settings": ctx.settings, "queue": ctx.queue, "spec": spec}
+            outcome = service.submit_job(session, **args, idempotency_key=key)
+            if isinstance(outcome, PlannedCheck):
+                session.rollback()  # the endpoint ends the read before the check runs
+                verdicts.remember(outcome.verdict)  # the check passed (not run: the bench runs no model)
+                outcome = service.create_job(session, **args, idempotency_key=key, checked=outcome)
+            job, _ = outcome
             session.commit()
         ctx.queue.send_run_job(job.id)  # after the commit: the message, then dispatched_at
         return job.id
@@ -565,11 +425,15 @@ def cases() -> list[Case]:
     ]
 
 
-def measure(engine: Engine, explainer: Explainer, *, schema: str, folder: Path) -> list[dict[str, Any]]:
-    """Run every case at `schema` ("head", or BEFORE_REVISION: 0006 undone in the transaction) and roll back."""
+def measure(
+    engine: Engine, explainer: Explainer, *, schema: str, folder: Path, only: str | None = None
+) -> list[dict[str, Any]]:
+    """Run every case (of group `only`) at `schema` ("head", or an earlier revision: the later migrations
+    undone in the transaction) and roll back."""
     from alembic import command
 
     from app.migrate import alembic_config
+    from app.models import Base
     from app.queue import CeleryJobQueue
     from app.settings import Settings
     from worker.settings import WorkerSettings
@@ -584,12 +448,16 @@ def measure(engine: Engine, explainer: Explainer, *, schema: str, folder: Path) 
         try:
             if schema != "head":
                 command.downgrade(alembic_config(connection=connection), schema)
+                # Today's submission reads the verdicts of 0007: the "before" is about the indexes, not it.
+                Base.metadata.tables["check_verdicts"].create(connection, checkfirst=True)
             # Leases and send times relative to the wall clock now (the load may have taken minutes).
             connection.execute(text(MAKE_LIVE), {"active": ACTIVE, "worker": WORKER_ID})
             sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
             queue = CeleryJobQueue(settings, sessions)
             ctx = pick_context(connection, settings, worker_settings, queue)
             for group, label, run in cases():
+                if only is not None and group != only:
+                    continue
                 case = connection.begin_nested()
                 started = time.perf_counter()
                 with explainer.catching() as caught:
@@ -729,10 +597,11 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(cells)
             + f" | {statement['custom']['shape']} | {_other(statement, 'prepared')} | {_other(statement, 'generic')} |"
         )
-    if not all(BEFORE_REVISION in s["schemas"] for s in sizes):
+    revision = result["before_revision"]
+    if not all(revision in s["schemas"] for s in sizes):
         return "\n".join(lines)
-    before = [rows_of(s, BEFORE_REVISION) for s in sizes]
-    title = f"Before ({BEFORE_REVISION}) → after (head), where the rows read changed: custom / 6th prepared / generic"
+    before = [rows_of(s, revision) for s in sizes]
+    title = f"Before ({revision}) → after (head), where the rows read changed: custom / 6th prepared / generic"
     lines += ["", title, ""]
     lines += ["| case | statement | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for key in head[-1]:
@@ -759,7 +628,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--no-before", action="store_true", help="skip the pass with migration 0006 undone")
+    parser.add_argument("--no-before", action="store_true", help="skip the pass with the later migrations undone")
+    parser.add_argument("--before", default=BEFORE_REVISION, help="the revision of the 'before' pass")
+    parser.add_argument("--only", choices=GROUPS, help="run only this group of cases (the load is the same)")
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -774,11 +645,10 @@ def main() -> None:
             seconds = load(engine, loaded + 1, size)
             loaded = size
             print(f"{size:,} jobs loaded ({seconds:.0f} s), load average {os.getloadavg()}", flush=True)
-            schemas = {"head": measure(engine, explainer, schema="head", folder=Path(tmp))}
+            schemas = {"head": measure(engine, explainer, schema="head", folder=Path(tmp), only=args.only)}
             if not args.no_before:
-                schemas[BEFORE_REVISION] = measure(engine, explainer, schema=BEFORE_REVISION, folder=Path(tmp))
-            if BEFORE_REVISION in schemas:
-                schemas[BEFORE_REVISION] = keep_changed(schemas[BEFORE_REVISION], schemas["head"])
+                before = measure(engine, explainer, schema=args.before, folder=Path(tmp), only=args.only)
+                schemas[args.before] = keep_changed(before, schemas["head"])
             sizes.append(
                 {"jobs": size, "load_seconds": round(seconds, 1), "tables": table_sizes(engine), "schemas": schemas}
             )
@@ -795,10 +665,12 @@ def main() -> None:
             "artifacts": "2 rows per succeeded job",
             "job_metrics": "40 rows per running job only (finished jobs' metric rows are not loaded)",
         },
+        "only": args.only,
+        "before_revision": args.before,
         "sizes": sizes,
         "sql": share_sql(sizes),
     }
-    path = write_result("scale_explain", result)
+    path = write_result("scale_explain" + (f"_{args.only}" if args.only else ""), result)
     print(f"\n(results in {path})\n")
     print(markdown(result))
 

@@ -4,23 +4,27 @@ The API runs as in production (uvicorn, one process, DISTILLERY_AUTH=required) o
 database and a Redis broker (db 11); no worker consumes, so every accepted job's message must still be in the
 queue at the end. The bench tenant's limit of live jobs is raised with the operator CLI (`distillery tenants
 set`), its key made with `distillery keys create`. 32 clients (asyncio, one keep-alive connection each) take
-submissions from a shared counter until the burst is done; each has its own Idempotency-Key. Two kinds:
+submissions from a shared counter until the burst is done; each has its own Idempotency-Key. Three kinds:
 
-  builtin  a registry student distilling itself on builtin:digits (mode self): nothing uploaded, so the
-           engine's check runs in the API process (a probe slot's thread), no sandboxed child;
-  probe    an uploaded teacher (an mlp for 8x8 digits) and a registry student: every submission runs the
-           engine's check in a sandboxed `python -m distill check` child (app/probe.py), at most
-           `probe_concurrency` (2) at once per API process.
+  builtin       a registry student distilling itself on builtin:digits (mode self): nothing uploaded, so the
+                engine's check runs in the API process; its verdict is remembered after the warm-up
+                (app/checks/verdicts.py), so the burst measures the submission path itself;
+  probe         a teacher uploaded just before the burst (an mlp for 8x8 digits, weights never seen before) and
+                a registry student: the first submission runs the engine's check in a sandboxed
+                `python -m distill check` child (app/probe.py), and the others, identical, wait for it and
+                share its pass (single flight); `--probe-jobs` submissions;
+  probe_cached  the same teacher and spec again: the pass is stored, so no probe runs.
 
 Checked after each burst: every answer 201, one row per submission in `jobs` with dispatched_at set, one
-message per job in the Redis queue. py-spy samples the API during the builtin burst (50 Hz, without pausing
-it; its own CPU comes out of the same 2 cores), and its stacks are summed up by part of the request.
+message per job in the Redis queue. Also the API process's CPU seconds during the burst, the load average
+before and after it, and one submission alone (three in a row, one client; a probe each with a new teacher
+for `probe`). py-spy samples the API during the builtin burst (50 Hz, without pausing it; its own CPU comes
+out of the same 2 cores), and its stacks are summed up by part of the request.
 
     python -m bench.submit_burst [--jobs 1000] [--clients 32] [--probe-jobs 32]
 
-The probe burst is 32 submissions by default, one per client: each check is a fresh interpreter importing
-torch and scikit-learn (~5 CPU-seconds here, two at a time), so 1,000 would take over an hour on 2 cores.
-Needs Postgres and Redis on their standard local ports. Writes bench/results/submit_burst.json.
+Needs Postgres and Redis (DISTILLERY_TEST_POSTGRES, DISTILLERY_BENCH_REDIS; their standard local ports by
+default). Writes bench/results/submit_burst.json.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import numpy as np
@@ -188,14 +193,15 @@ _BUCKETS = [
 
 # Parts of a submission, by a function on the stack (inclusive: a sample counts for each part it is in).
 _PARTS = {
-    "plan (short session: idempotency, slot check, files)": "plan_submission (app/jobs/service.py",
+    "submit (one transaction: idempotency, files, verdict, slot, insert)": "submit_job (app/jobs/service.py",
+    "  of which the write (locks, slot check, job + event rows)": "_write_job (app/jobs/service.py",
+    "  of which the slot check (tenant row FOR UPDATE, count)": "check_job_slot (app/auth/quotas.py",
+    "  of which the Idempotency-Key lookup": "get_by_idempotency_key (app/jobs/repository.py",
     "engine check (check_job, probe-slot thread)": "check_job (distill/validate.py",
-    "write (create_job: locks, slot check again, insert)": "create_job (app/jobs/service.py",
-    "slot check: list_active, both times": "list_active (app/jobs/repository.py",
-    "  of which JSON decoding of the live jobs' rows": "JSONDecoder.decode (",
-    "after-commit send (Celery to Redis, UPDATE dispatched_at)": "send_run_job (app/queue.py",
+    "commit (app.db._commit, with the after-commit send)": "_commit (app/db.py",
+    "  of which the send (Celery to Redis)": "Celery.send_task (",
+    "  of which dispatched_at (group commit)": "DispatchRecorder.record (app/queue.py",
     "pool pre-ping at checkout (SELECT 1)": "do_ping (",
-    "commit (app.db._commit, without the send)": "Connection.commit (psycopg",
 }
 
 
@@ -260,29 +266,35 @@ def main() -> None:
         )
         api = start_api(env, root / "logs", extra_args=["--workers", "1", "--no-access-log", "--log-level", "warning"])
         try:
-            headers = {"Authorization": f"Bearer {key}"}
-            with (
-                httpx.Client(base_url=api.url, headers=headers, timeout=120) as http,
-                open(small_teacher(root), "rb") as f,
-            ):
-                teacher = http.post("/v1/files", files={"file": ("t.safetensors", f)}, data={"purpose": "teacher"})
-                teacher.raise_for_status()
-            bodies = {"builtin": builtin_body(), "probe": probe_body(teacher.json()["id"])}
-            for kind, body in bodies.items():  # warm-up: imports (torch for the in-process check), pools, caches
-                asyncio.run(burst(api.url, key, body, jobs=4, clients=2, prefix=f"warmup-{kind}"))
-            alone = {  # one client, three submissions one after another: the cost of one, without a queue
-                kind: asyncio.run(burst(api.url, key, body, jobs=3, clients=1, prefix=f"alone-{kind}"))["p50_ms"]
-                for kind, body in bodies.items()
-            }
+            with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+                teachers = Teachers(http, small_teacher(root))
+                # Warm-up: imports (torch for the in-process check), pools, the builtin verdict; another teacher.
+                warmup = {"builtin": builtin_body(), "probe": probe_body(teachers.new())}
+                for kind, body in warmup.items():
+                    asyncio.run(burst(api.url, key, body, jobs=4, clients=2, prefix=f"warmup-{kind}"))
+                # One client, three submissions one after another: the cost of one, without a queue.
+                alone = {
+                    "builtin": _alone(api.url, key, [builtin_body()] * 3),
+                    "probe": _alone(api.url, key, [probe_body(teachers.new()) for _ in range(3)]),
+                    "probe_cached": _alone(api.url, key, [warmup["probe"]] * 3),
+                }
+                fresh = probe_body(teachers.new())  # never checked: the burst's first submission probes it
+            bodies = {"builtin": builtin_body(), "probe": fresh, "probe_cached": fresh}
+            sizes = {"builtin": args.jobs, "probe": args.probe_jobs, "probe_cached": args.jobs}
             out = REPO / "bench" / "out"
             out.mkdir(exist_ok=True)
             raw = out / "submit_burst.pyspy.txt"
             for kind, body in bodies.items():
-                print(f"{kind} burst, load average {os.getloadavg()}", flush=True)
-                jobs = args.probe_jobs if kind == "probe" else args.jobs
+                load = [round(x, 2) for x in os.getloadavg()]
+                print(f"{kind} burst, load average {load}", flush=True)
                 queued_before = queue_length(redis_url)
+                cpu_before = process_cpu_seconds(api.process.pid)
                 with profiling(api.process.pid, raw) if kind == "builtin" else nullcontext():
-                    stats = asyncio.run(burst(api.url, key, body, jobs=jobs, clients=args.clients, prefix=kind))
+                    stats = asyncio.run(burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=kind))
+                stats["api_cpu_ms_per_job"] = round(
+                    1000 * (process_cpu_seconds(api.process.pid) - cpu_before) / stats["submitted"], 2
+                )
+                stats["load_avg_before"] = load
                 stats["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
                 stats["accounted"] = accounted(
                     database_url, redis_url, prefix=kind, expected=stats["submitted"], queued_before=queued_before
@@ -295,8 +307,7 @@ def main() -> None:
         finally:
             api.stop()
 
-    for kind in ("builtin", "probe"):
-        stats = results[kind]
+    for stats in results.values():
         stats["all_201"] = stats["statuses"] == {"201": stats["submitted"]}
         counts = stats["accounted"]
         stats["none_lost"] = (
@@ -312,16 +323,53 @@ def main() -> None:
     path = _write(result)
     print(f"\n(results in {path})\n")
     columns = ["submission", "alone p50 ms", "jobs", "clients", "all 201", "rows / dispatched / queued"]
-    print("| " + " | ".join([*columns, "p50 ms", "p95 ms", "p99 ms", "jobs/s"]) + " |")
-    print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|")
-    for kind in ("builtin", "probe"):
-        s = results[kind]
+    print("| " + " | ".join([*columns, "p50 ms", "p95 ms", "p99 ms", "max ms", "jobs/s", "API CPU ms/job"]) + " |")
+    print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for kind, s in results.items():
         a = s["accounted"]
         cells = [kind, s["alone_p50_ms"], s["submitted"], s["clients"], s["all_201"]]
         cells += [f"{a['rows']} / {a['dispatched_at_set']} / {a['queue_messages']}"]
-        cells += [s["p50_ms"], s["p95_ms"], s["p99_ms"], s["throughput_per_s"]]
+        cells += [s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"], s["throughput_per_s"], s["api_cpu_ms_per_job"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     print(json.dumps(results["builtin"]["profile"]["percent_by_part_inclusive"], indent=1))
+
+
+class Teachers:
+    """Uploads of the small teacher, each with weights never seen before (so its check has not run yet)."""
+
+    def __init__(self, http: httpx.Client, path: Path) -> None:
+        self.http = http
+        self.path = path
+        self.count = 0
+
+    def new(self) -> str:
+        from safetensors.torch import load_file, save_file
+
+        self.count += 1
+        tensors = load_file(str(self.path))
+        first = next(iter(tensors))
+        tensors[first] = tensors[first] + self.count * 1e-3  # another file (sha256), the same shapes
+        variant = self.path.with_name(f"teacher-{self.count}.safetensors")
+        save_file(tensors, str(variant))
+        with open(variant, "rb") as f:
+            response = self.http.post("/v1/files", files={"file": (variant.name, f)}, data={"purpose": "teacher"})
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+
+def _alone(url: str, key: str, bodies: list[dict[str, Any]]) -> float:
+    """The median of these submissions sent one after another by one client."""
+    latencies = []
+    for n, body in enumerate(bodies):
+        stats = asyncio.run(burst(url, key, body, jobs=1, clients=1, prefix=f"alone-{uuid4().hex[:8]}-{n}"))
+        latencies.append(stats["p50_ms"])
+    return float(np.median(latencies))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the process so far (/proc/PID/stat), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _write(result: dict[str, Any]) -> Path:

@@ -3,8 +3,11 @@
 Each round (every `reconcile_interval_seconds`, on a daemon thread that every worker starts when it is
 ready, and once right away):
 - queued jobs never dispatched (the broker was down at submission; a job given back at shutdown or after
-  its training child died) and queued jobs older than the interval whose message was sent longer than the
-  interval ago (lost with a broker that restarted empty) are sent again;
+  its training child died) are sent again;
+- queued jobs whose message was sent longer than `redispatch_seconds` ago are looked for in the broker
+  (worker/broker_queue.py): those still waiting there, behind a long job, are left alone and looked for
+  again one interval later; the others (lost with a broker that restarted empty) are sent again. A broker
+  that cannot be asked (the embedded one) gets them all sent again, as duplicates if need be;
 - running jobs whose lease expired (their worker died) are sent again: another worker claims them with
   attempt + 1 and resumes from the checkpoint; those with no attempts left are failed instead.
 Several workers may reconcile at once: `mark_dispatched` is a conditional UPDATE, so one of them sends.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -24,6 +28,7 @@ from celery import Celery
 from app.db import SessionFactory, get_sessionmaker
 from app.models import utcnow
 from worker import repository as repo
+from worker.broker_queue import RedisQueue
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -37,14 +42,24 @@ class Sender(Protocol):
     def __call__(self, job_id: str) -> None: ...
 
 
+class Queue(Protocol):
+    """Which of these jobs have their message in the broker (worker/broker_queue.py)."""
+
+    def __call__(self, job_ids: Collection[str]) -> set[str]: ...
+
+
 @dataclass
 class Round:
     sent: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # out of attempts
     errors: list[str] = field(default_factory=list)  # could not send (broker down): retried next round
+    waiting: list[str] = field(default_factory=list)  # their message is still in the broker: not sent
 
 
-def reconcile_once(*, settings: WorkerSettings, sessions: SessionFactory, send: Sender) -> Round:
+def reconcile_once(
+    *, settings: WorkerSettings, sessions: SessionFactory, send: Sender, queue: Queue | None = None
+) -> Round:
+    """One round. `queue`: where to look for the messages of queued jobs sent long ago (None: send them)."""
     now = utcnow()
     stale_before = now - timedelta(seconds=settings.redispatch_seconds)
     fresh_after = now - timedelta(seconds=FRESH_SECONDS)
@@ -54,7 +69,11 @@ def reconcile_once(*, settings: WorkerSettings, sessions: SessionFactory, send: 
         for job_id in repo.exhausted_jobs(session, now=now, max_attempts=settings.max_attempts, limit=BATCH):
             if repo.fail_if_exhausted(session, job_id=job_id, now=now, max_attempts=settings.max_attempts):
                 result.failed.append(job_id)
-        for job_id in repo.jobs_needing_dispatch(session, window, limit=BATCH):
+        due = repo.jobs_needing_dispatch(session, window, limit=BATCH)
+        result.waiting = sorted(_still_waiting(queue, [job.id for job in due if job.waiting]))
+        if result.waiting:
+            repo.mark_waiting(session, job_ids=result.waiting, now=now)
+        for job_id in [job.id for job in due if job.id not in result.waiting]:
             if not repo.mark_dispatched(session, window, job_id=job_id):
                 continue  # another reconciler (or the API) got there first
             try:
@@ -70,20 +89,34 @@ def reconcile_once(*, settings: WorkerSettings, sessions: SessionFactory, send: 
     return result
 
 
+def _still_waiting(queue: Queue | None, job_ids: list[str]) -> set[str]:
+    """Those of `job_ids` whose message is in the broker; none when it cannot be asked (they are re-sent)."""
+    if queue is None or not job_ids:
+        return set()
+    try:
+        return queue(job_ids)
+    except Exception as exc:  # the broker is down: the sends will tell, and be retried next round
+        log.warning("reconciler: could not look for messages in the broker: %s", exc)
+        return set()
+
+
 class Reconciler(threading.Thread):
     """The periodic loop; `stop()` ends it (the thread is a daemon, so a worker exit never waits on it)."""
 
-    def __init__(self, *, settings: WorkerSettings, sessions: SessionFactory, send: Sender) -> None:
+    def __init__(
+        self, *, settings: WorkerSettings, sessions: SessionFactory, send: Sender, queue: Queue | None = None
+    ) -> None:
         super().__init__(name="distillery-reconciler", daemon=True)
         self.settings = settings
         self.sessions = sessions
         self.send = send
+        self.queue = queue
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.is_set():
             try:
-                reconcile_once(settings=self.settings, sessions=self.sessions, send=self.send)
+                reconcile_once(settings=self.settings, sessions=self.sessions, send=self.send, queue=self.queue)
             except Exception:
                 log.exception("reconciler round failed (will retry)")
             self._stopped.wait(self.settings.reconcile_interval_seconds)
@@ -109,6 +142,11 @@ def start_reconciler_thread(celery_app: Celery, settings: WorkerSettings, *, tas
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
             )
 
-        _started = Reconciler(settings=settings, sessions=get_sessionmaker(), send=send)
+        queue = None
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            queue = RedisQueue(
+                settings.broker_url, queue=settings.train_queue, task=task_name, timeout=settings.broker_timeout_seconds
+            )
+        _started = Reconciler(settings=settings, sessions=get_sessionmaker(), send=send, queue=queue)
         _started.start()
     return _started

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy import Connection
 
 from app.db import in_worker_thread
 from app.dependencies import (
     EventHubDep,
     ProbeLimiterDep,
     QueueDep,
+    ReadsDep,
     SessionDep,
-    SessionFactoryDep,
     SettingsDep,
     TenantDep,
 )
+from app.errors import NotFound
 from app.errors_doc import error_responses
-from app.jobs import service, validation
+from app.jobs import repository, service, validation
 from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
 from app.models import JobStatus
 from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery, event_cursor
@@ -70,7 +70,6 @@ SSE_EVENT = {
 async def create_job(
     spec: JobCreate,
     response: Response,
-    sessions: SessionFactoryDep,
     session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -78,24 +77,26 @@ async def create_job(
     limiter: ProbeLimiterDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobRead:
-    # Three steps, so that no connection (and no thread of the shared pool) waits on a model being run:
-    # read what the check needs with a short session, run the check in a probe slot, then write the job.
-    def plan() -> JobRead | validation.PlannedCheck:
-        with sessions() as short:
-            planned = service.plan_submission(
-                short, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key
-            )
-            return planned if isinstance(planned, validation.PlannedCheck) else JobRead.model_validate(planned)
-
-    planned = await run_in_threadpool(plan)
-    created = False
-    if isinstance(planned, JobRead):
-        job = planned
-    else:
-        checked = planned
-        await anyio.to_thread.run_sync(
-            lambda: validation.check_planned_job(checked, spec=spec, settings=settings), limiter=limiter
+    # One transaction when the spec's check passed before. Else three steps, so that no connection (and no
+    # thread of the shared pool) waits on a model being run: read what the check needs, end that
+    # transaction, run the check in a probe slot, then write the job.
+    @in_worker_thread
+    def submit() -> tuple[JobRead, bool] | validation.PlannedCheck:
+        outcome = service.submit_job(
+            session, tenant=tenant, settings=settings, queue=queue, spec=spec, idempotency_key=idempotency_key
         )
+        if isinstance(outcome, validation.PlannedCheck):
+            session.rollback()  # it only read: its connection goes back to the pool before the check
+            return outcome
+        row, created = outcome
+        return JobRead.model_validate(row), created
+
+    outcome = await submit()
+    if isinstance(outcome, tuple):
+        job, created = outcome
+    else:
+        checked = outcome
+        await validation.check_once(checked, spec=spec, settings=settings, limiter=limiter)
 
         @in_worker_thread
         def create() -> tuple[JobRead, bool]:
@@ -137,21 +138,33 @@ def list_jobs(
     responses={304: {"description": "If-None-Match matched the job's ETag: nothing changed"}, **error_responses(404)},
     summary="Get a job (with an ETag; If-None-Match answers 304 while nothing changed)",
 )
-@in_worker_thread
-def get_job(
+async def get_job(
     job_id: str,
-    response: Response,
-    session: SessionDep,
+    reads: ReadsDep,
     tenant: TenantDep,
     if_none_match: Annotated[str | None, Header(description="An ETag from an earlier answer.")] = None,
-) -> JobRead | Response:
-    if if_none_match is not None:
-        etag = service.job_etag(session, tenant=tenant, job_id=job_id)  # one small query, no job loaded
-        if etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(",")) or if_none_match == "*":
-            return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    job = service.get_job(session, tenant=tenant, job_id=job_id)
-    response.headers["ETag"] = service.etag_of(job.id, job.updated_at)
-    return JobRead.model_validate(job)
+) -> Response:
+    # The API's hottest path (clients poll it), so it is lean: one autocommit read of the job and its
+    # artifacts in one worker thread, no request session, and the body serialised by JobRead from that row
+    # (a Response is not validated again by FastAPI; response_model documents it). docs/BENCHMARKS.md.
+    def read(connection: Connection) -> Response:
+        if if_none_match is not None:  # one small query first: unchanged is the common answer
+            changed = repository.read_updated_at(connection, tenant=tenant, job_id=job_id)
+            if changed is None:
+                raise NotFound(f"no job {job_id!r}")
+            etag = service.etag_of(job_id, changed)
+            if etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(",")) or if_none_match == "*":
+                return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        job = repository.read(connection, tenant=tenant, job_id=job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return Response(
+            JobRead.model_validate(job).model_dump_json(),
+            media_type="application/json",
+            headers={"ETag": service.etag_of(job_id, job["updated_at"])},
+        )
+
+    return await run_in_threadpool(reads.run, read)
 
 
 @router.post(

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from app.models import ACTIVE_STATUSES, Job, JobEvent, JobMetric
+from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, UTCDateTime
 
-# The hottest query of the API (every read of a job, its events, metrics or artifacts), built once: building
-# a statement and computing its cache key was a third of the CPU the read took.
+# A hot query (every read of a job's events, metrics or artifacts goes through it), built once: building a
+# statement and computing its cache key was a third of the CPU the read took. GET /v1/jobs/{id} has its
+# own, leaner read below.
 _GET = (
     select(Job)
     .options(joinedload(Job.artifacts))
@@ -31,6 +32,74 @@ _UPDATED_AT = select(Job.updated_at).where(Job.tenant_id == bindparam("tenant"),
 def updated_at(session: Session, *, tenant: str, job_id: str) -> datetime | None:
     """When the job last changed (its ETag), without loading it: what a conditional GET needs."""
     return session.scalars(_UPDATED_AT, {"tenant": tenant, "job_id": job_id}).one_or_none()
+
+
+# What JobRead shows of a job and of each artifact: a Core query (no ORM objects to build) of only those
+# columns, the artifacts joined in, one row per artifact (one row with NULLs when there is none).
+_READ_JOB_COLUMNS = (
+    "id", "status", "created_at", "updated_at", "started_at", "finished_at", "spec", "progress", "metrics",
+    "error", "attempt", "cancel_requested", "time_budget_seconds", "mlflow_run_id",
+)  # fmt: skip
+_READ_ARTIFACT_COLUMNS = ("name", "bytes", "sha256", "format")
+_READ = (
+    select(
+        *(Job.__table__.c[name] for name in _READ_JOB_COLUMNS),
+        *(Artifact.__table__.c[name] for name in _READ_ARTIFACT_COLUMNS),
+    )
+    .select_from(Job.__table__.outerjoin(Artifact.__table__, Artifact.job_id == Job.id))
+    .where(Job.tenant_id == bindparam("tenant"), Job.id == bindparam("job_id"))
+    .order_by(Artifact.name)
+)
+
+
+def read(connection: Connection, *, tenant: str, job_id: str) -> dict[str, Any] | None:
+    """The job as JobRead's fields ({column: value}, `artifacts` a list of {column: value}), in one statement."""
+    rows = _rows(connection, _READ, {"tenant": tenant, "job_id": job_id})
+    if not rows:
+        return None
+    width = len(_READ_JOB_COLUMNS)
+    job = dict(zip(_READ_JOB_COLUMNS, rows[0][:width], strict=True))
+    job["artifacts"] = [
+        dict(zip(_READ_ARTIFACT_COLUMNS, row[width:], strict=True)) for row in rows if row[width] is not None
+    ]
+    return job
+
+
+def read_updated_at(connection: Connection, *, tenant: str, job_id: str) -> datetime | None:
+    """When the job last changed (its ETag), without reading the rest: what a conditional GET needs first."""
+    rows = _rows(connection, _UPDATED_AT, {"tenant": tenant, "job_id": job_id})
+    return rows[0][0] if rows else None
+
+
+_UTC = UTCDateTime()
+_DRIVER_QUERIES: dict[Select[Any], tuple[str, list[int]]] = {}  # statement -> (its SQL, its UTCDateTime columns)
+
+
+def _rows(connection: Connection, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    """The rows of one of the reads above. On Postgres straight from psycopg's cursor: SQLAlchemy's execution
+    and result machinery took more CPU than psycopg itself (docs/BENCHMARKS.md), and psycopg decodes these
+    columns as SQLAlchemy would (JSON, timestamptz), but for UTCDateTime's conversion to UTC, redone here.
+    A failed read is run again through SQLAlchemy, which tells a dead connection from a bad statement (and
+    invalidates the pool, for app.db.Reads to retry) and raises its own errors, which the 503 handler knows.
+    """
+    if connection.dialect.name != "postgresql":
+        return connection.execute(statement, params).all()
+    if statement not in _DRIVER_QUERIES:
+        utc = [i for i, column in enumerate(statement.selected_columns) if isinstance(column.type, UTCDateTime)]
+        _DRIVER_QUERIES[statement] = (str(statement.compile(dialect=connection.dialect)), utc)
+    sql, utc = _DRIVER_QUERIES[statement]
+    try:
+        with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(sql, params)
+            rows: list[Any] = cursor.fetchall()
+    except connection.dialect.loaded_dbapi.Error:
+        return connection.execute(statement, params).all()
+    for row_index, row in enumerate(rows):
+        values = list(row)
+        for i in utc:
+            values[i] = _UTC.process_result_value(values[i], connection.dialect)
+        rows[row_index] = values
+    return rows
 
 
 def statuses(session: Session, *, job_ids: Sequence[str]) -> dict[str, str]:

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.auth.quotas import check_job_slot
+from app.checks import repository as verdicts_repository
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs import repository
@@ -33,6 +35,35 @@ def request_hash(spec: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def submit_job(
+    session: Session,
+    *,
+    tenant: str,
+    settings: Settings,
+    queue: JobQueue,
+    spec: JobCreate,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool] | PlannedCheck:
+    """The endpoint's first step: (job, created) at once, in this one transaction, when no check must run
+    first (the same check passed before, see app/checks/verdicts.py); else the plan of that check.
+
+    The caller must end this read-only transaction before the check runs, so that no connection waits on
+    a model (DESIGN §2), then call `create_job(checked=plan)`."""
+    check_metadata(spec.metadata, settings)
+    digest = request_hash(spec)
+    if idempotency_key is not None:
+        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
+    if not plan.passed:
+        check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
+        return plan
+    return _write_job(
+        session, tenant=tenant, settings=settings, queue=queue, spec=spec, key=idempotency_key, digest=digest, plan=plan
+    )
+
+
 def create_job(
     session: Session,
     *,
@@ -45,8 +76,8 @@ def create_job(
 ) -> tuple[Job, bool]:
     """(job, created). A repeated Idempotency-Key with the same body returns the first job (created=False).
 
-    `checked`: the spec was checked already, outside this transaction (`plan_submission`, then
-    validation.check_planned_job: what the endpoint does, so that no connection is held while the probe
+    `checked`: the spec was checked already, outside this transaction (`submit_job`, then
+    validation.check_once: what the endpoint does, so that no connection is held while the probe
     runs); here its files are only locked. Without it every check runs now."""
     check_metadata(spec.metadata, settings)
     digest = request_hash(spec)
@@ -54,21 +85,43 @@ def create_job(
         existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-
     if checked is None:
         check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
-        validate_job(session, tenant=tenant, settings=settings, spec=spec)
-    else:
-        lock_files(session, tenant=tenant, plan=checked)  # a DELETE of one of them now waits for our commit
-    limits = check_job_slot(session, tenant=tenant, settings=settings, lock=True)
+        checked = validate_job(session, tenant=tenant, settings=settings, spec=spec)
+    return _write_job(
+        session,
+        tenant=tenant,
+        settings=settings,
+        queue=queue,
+        spec=spec,
+        key=idempotency_key,
+        digest=digest,
+        plan=checked,
+    )
 
+
+def _write_job(
+    session: Session,
+    *,
+    tenant: str,
+    settings: Settings,
+    queue: JobQueue,
+    spec: JobCreate,
+    key: str | None,
+    digest: str,
+    plan: PlannedCheck,
+) -> tuple[Job, bool]:
+    """Write the checked job: its files locked, a job slot taken under the tenant's lock, the row, its
+    `queued` event, a probe's fresh pass, and the message sent once all of it is committed."""
+    lock_files(session, tenant=tenant, plan=plan)  # a DELETE of one of them now waits for our commit
+    limits = check_job_slot(session, tenant=tenant, settings=settings, lock=True)
     job = Job(
         tenant_id=tenant,
         status="queued",
         spec=spec.model_dump(mode="json", by_alias=True),
         progress={},
         metrics={},
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
         request_hash=digest,
         time_budget_seconds=limits.job_time_budget_seconds,
     )
@@ -77,31 +130,20 @@ def create_job(
             repository.add(session, job)
     except IntegrityError:
         # Another request with the same key committed between our lookup and our insert.
-        assert idempotency_key is not None
-        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+        assert key is not None
+        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=key)
         if existing is None:
             raise
         return _replay(existing, digest), False
+    set_committed_value(job, "artifacts", [])  # a new job has none: its JobRead must not query them
     repository.add_event(session, job_id=job.id, type="queued", message="job accepted and queued")
+    if plan.inputs and not plan.passed:  # the probe passed just now: other processes need not run it again
+        verdicts_repository.record_pass(session, tenant=tenant, key=plan.verdict, now=job.created_at)
     # The worker must find a committed row when the message arrives, hence after commit. If the send
     # fails, dispatched_at stays NULL and the worker's reconciler re-sends it.
     job_id = job.id
     after_commit(session, lambda: queue.send_run_job(job_id))
     return job, True
-
-
-def plan_submission(
-    session: Session, *, tenant: str, settings: Settings, spec: JobCreate, idempotency_key: str | None
-) -> Job | PlannedCheck:
-    """The checks that need the database, before the probe (a short session of its own): the job this
-    Idempotency-Key already created, else what `validation.check_planned_job` needs."""
-    check_metadata(spec.metadata, settings)
-    if idempotency_key is not None:
-        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, request_hash(spec))
-    check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
-    return plan_job(session, tenant=tenant, settings=settings, spec=spec)
 
 
 def check_metadata(metadata: dict[str, str], settings: Settings) -> None:

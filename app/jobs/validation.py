@@ -1,12 +1,13 @@
 """Submission-time checks of a JobCreate: every failure is a 422 naming the field, before anything is queued.
 
 Three steps, so that no request holds a database connection while a model runs (DESIGN §2):
-1. `plan_job` (a short session): the files it names (exist, this tenant's, right purpose), rules we can
-   read off file metadata, and the engine's job document with local paths;
-2. `check_planned_job` (no session; a probe slot): the engine's own `check_job` (loads the data and the
-   teacher, builds the student, pairs the layers). With an uploaded model in the spec it runs in the
-   sandboxed probe (`python -m distill check job.json --json`, app/probe.py), never in this process;
-   its UserError `param` is translated back to the field the client sent;
+1. `plan_job` (a read in the request's session, ended before step 2): the files it names (exist, this
+   tenant's, right purpose), rules we can read off file metadata, the engine's job document with local
+   paths, and whether the same check passed before (app/checks/verdicts.py: then step 2 is skipped);
+2. `check_planned_job` (no session; a probe slot; `check_once` runs identical ones once): the engine's own
+   `check_job` (loads the data and the teacher, builds the student, pairs the layers). With an uploaded
+   model in the spec it runs in the sandboxed probe (`python -m distill check job.json --json`,
+   app/probe.py), never in this process; its UserError `param` is translated back to the client's field;
 3. `lock_files` (the request's transaction, just before the job row is written): the files again,
    locked FOR SHARE, so a concurrent DELETE (which locks them FOR UPDATE) either finishes first and the
    job is refused, or waits and then sees the job and is refused itself.
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.orm import Session
 
+from app.checks import repository as verdicts_repository
+from app.checks import verdicts
 from app.errors import InvalidRequest
 from app.files import repository as files_repository
 from app.jobs.schemas import JobCreate
@@ -65,6 +71,8 @@ class PlannedCheck:
     file_ids: dict[str, str]  # client field -> file id, for step 3
     inputs: list[Path] = field(default_factory=list)  # uploads the probe may read
     model_field: str | None = None  # the upload a timeout is blamed on (a model first); None: nothing uploaded
+    verdict: str = ""  # the key its pass is remembered under (app/checks/verdicts.py)
+    passed: bool = False  # the same check passed before (in this process, or stored): step 2 is skipped
 
 
 def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
@@ -74,12 +82,37 @@ def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCrea
     _check_labels(spec, files)
     config = engine_config(spec, files, settings)
     models = [name for name in MODEL_FIELDS if name in files]
+    probe = None
+    if files:  # checked in the probe, under its limits (the folders it hides are not part of a verdict)
+        probe = {k: v for k, v in asdict(ProbeLimits.from_settings(settings)).items() if k != "hidden"}
+    key = verdicts.verdict_key(
+        tenant=tenant, job=_engine_body(spec, files, lambda file: f"sha256:{file.sha256}:{file.format}"), probe=probe
+    )
+    passed = verdicts.remembered(key)
+    if not passed and files and verdicts_repository.has_passed(session, tenant=tenant, key=key):
+        verdicts.remember(key)
+        passed = True
     return PlannedCheck(
         config=config,
         file_ids={name: file.id for name, file in files.items()},
         inputs=[settings.upload_path(file.storage_path) for file in files.values()],
         model_field=models[0] if models else next(iter(files), None),
+        verdict=key,
+        passed=passed,
     )
+
+
+async def check_once(
+    plan: PlannedCheck, *, spec: JobCreate, settings: Settings, limiter: anyio.CapacityLimiter
+) -> None:
+    """Step 2 for the endpoint: nothing if the check passed before; identical checks at once run once."""
+    if plan.passed:
+        return
+
+    async def check() -> None:
+        await anyio.to_thread.run_sync(lambda: check_planned_job(plan, spec=spec, settings=settings), limiter=limiter)
+
+    await verdicts.once(plan.verdict, check)
 
 
 def check_planned_job(plan: PlannedCheck, *, spec: JobCreate, settings: Settings) -> None:
@@ -130,10 +163,11 @@ def lock_files(session: Session, *, tenant: str, plan: PlannedCheck) -> None:
 
 
 def validate_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
-    """All three steps in one go, on one session (scripts and tests; endpoints split them, see above)."""
+    """Steps 1 and 2 in one go, on one session (scripts and tests; endpoints split them, see above)."""
     plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
-    check_planned_job(plan, spec=spec, settings=settings)
-    lock_files(session, tenant=tenant, plan=plan)
+    if not plan.passed:
+        check_planned_job(plan, spec=spec, settings=settings)
+        verdicts.remember(plan.verdict)
     return plan
 
 
@@ -189,7 +223,15 @@ def _check_labels(spec: JobCreate, files: dict[str, File]) -> None:
 
 
 def engine_config(spec: JobCreate, files: dict[str, File], settings: Settings) -> JobConfig:
-    """The spec as the engine reads it: file ids replaced by local paths.
+    """The spec as the engine reads it: file ids replaced by local paths."""
+    return JobConfig.model_validate(
+        _engine_body(spec, files, lambda file: str(settings.upload_path(file.storage_path)))
+    )
+
+
+def _engine_body(spec: JobCreate, files: dict[str, File], refer: Callable[[File], str]) -> dict[str, Any]:
+    """The engine's job document, each file id replaced by `refer(file)` (its path; or its content, for a
+    verdict's key).
 
     Built from the fields the client set (exclude_unset), so the engine still tells given values from
     defaults (check_job only objects to a λ the client chose).
@@ -204,18 +246,18 @@ def engine_config(spec: JobCreate, files: dict[str, File], settings: Settings) -
     if spec.teacher is not None and spec.teacher.init == "checkpoint":
         # Self mode has no teacher, and one trained from scratch no file: only a checkpoint gets a path.
         teacher = dict(body["teacher"])
-        teacher["path"] = str(settings.upload_path(files["teacher.file_id"].storage_path))
+        teacher["path"] = refer(files["teacher.file_id"])
         del teacher["file_id"]
         body["teacher"] = teacher
     if spec.student.file_id is not None:
         student = dict(body["student"])
-        student["path"] = str(settings.upload_path(files["student.file_id"].storage_path))
+        student["path"] = refer(files["student.file_id"])
         del student["file_id"]
         body["student"] = student
     dataset = dict(body["dataset"])
     for key in ("train", "validation"):
         file = files.get(f"dataset.{key}")
         if file is not None:
-            dataset[key] = str(settings.upload_path(file.storage_path))
+            dataset[key] = refer(file)
     body["dataset"] = dataset
-    return JobConfig.model_validate(body)
+    return body

@@ -3,6 +3,7 @@
 from app.models.api_key import ApiKey
 from app.models.artifact import Artifact
 from app.models.base import Base, UTCDateTime, new_id, utcnow
+from app.models.check_verdict import CheckVerdict
 from app.models.file import FILE_PURPOSES, File, FilePurpose
 from app.models.job import ACTIVE_STATUSES, FINISHED_STATUSES, JOB_STATUSES, Job, JobStatus
 from app.models.job_event import EventLevel, JobEvent
@@ -20,6 +21,7 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "Base",
+    "CheckVerdict",
     "DeliveryStatus",
     "EventLevel",
     "File",

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,11 +22,15 @@ BUILTIN_PREFIX = "builtin:"
 
 @cache
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 8, 8) in 0..16 -> (1797, 1, 8, 8) in [0, 1]
-    return x, bunch.target.astype(np.int64)
+    # scikit-learn's own file, read as its load_digits reads it, without importing scikit-learn (~1.4 CPU-s:
+    # each sandboxed probe of a job on builtin:digits is a fresh interpreter). find_spec runs no code.
+    package = importlib.util.find_spec("sklearn")
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError("builtin:digits is scikit-learn's: install scikit-learn")
+    with gzip.open(Path(package.submodule_search_locations[0], "datasets", "data", "digits.csv.gz"), "rt") as f:
+        rows = np.loadtxt(f, delimiter=",")  # (1797, 65): 64 pixels in 0..16, then the label
+    x = (rows[:, :-1].reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)  # (1797, 1, 8, 8) in [0, 1]
+    return x, rows[:, -1].astype(np.int64)
 
 
 @cache
