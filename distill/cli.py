@@ -237,6 +237,10 @@ def _architecture_option(args: argparse.Namespace) -> ArchitectureSpec | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from distill.painter import ForkedPainter
+
+    # Before torch is imported here and before stdout becomes the event stream: see distill/painter.py.
+    painter = ForkedPainter.start()
     emit: Emitter = JsonLinesEmitter(_claim_stdout_for_events())
     bar = ProgressBar.maybe(args.progress)
     if bar is not None:
@@ -254,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
             prefetch_imports()  # loaded on a thread while the data and teacher load
         from distill.runner import run_job  # imported late: `--help` and config errors stay fast
 
-        run_job(config, out_dir=args.out, device=args.device, emit=emit, stop=stop, resume=args.resume)
+        run_job(config, out_dir=args.out, device=args.device, emit=emit, stop=stop, resume=args.resume, painter=painter)
         return EXIT_OK
     except UserError as exc:
         emit("error", **exc.as_dict())

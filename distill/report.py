@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,10 +11,8 @@ from distill.config import JobConfig
 from distill.data import DataSplit
 from distill.evaluation.latency import cpu_latency_ms
 from distill.evaluation.metrics import agreement, classification_report, mean_kl
-from distill.evaluation.plots import plot_comparison, plot_training_curves
-from distill.evaluation.report_html import write_report_html
 from distill.models import count_parameters
-from distill.modes.context import ModeResult, labels_or_none, predict
+from distill.modes.context import ModeResult
 from distill.teachers import Teacher
 
 
@@ -29,7 +25,7 @@ def build_report(
     teacher: Teacher | None,
     student: nn.Module,
     baseline: nn.Module | None,
-    student_file: Path,
+    student_bytes: int,
     device: str,
     seconds: float,
 ) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def build_report(
         teacher_block.pop("kl_teacher_student", None)
     student_block = _model_block(student, val_x, val_y, reference, batch)
     student_block["architecture"] = config.student.describe()
-    student_block["bytes"] = os.path.getsize(student_file)
+    student_block["bytes"] = student_bytes
 
     t_params = None if teacher_block is None else teacher_block.get("params")
     t_bytes = None if teacher_block is None else teacher_block.get("bytes")
@@ -117,30 +113,3 @@ def _ratio(a: float | int | None, b: float | int | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return round(float(a) / float(b), 3)
-
-
-def write_plots(out_dir: Path, report: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    """Curves of loss and validation quality per epoch, and teacher / alone / distilled bars."""
-    plot_training_curves(history, str(out_dir / "training_curves.png"))
-    plot_comparison(report, str(out_dir / "comparison.png"))
-
-
-def write_html_report(
-    out_dir: Path,
-    report: dict[str, Any],
-    history: list[dict[str, Any]],
-    *,
-    result: ModeResult,
-    student: nn.Module,
-    data: DataSplit,
-) -> None:
-    """report.html beside report.json: the same run as pictures, measured on the same validation set."""
-    write_report_html(
-        out_dir / "report.html",
-        report,
-        history,
-        teacher_logits=None if result.reference_val is None else result.reference_val.cpu(),
-        student_logits=predict(student, data.validation.x, device=torch.device("cpu")),  # (N_val, C)
-        labels=labels_or_none(data.validation.y),
-        curves_png=curves.read_bytes() if (curves := out_dir / "training_curves.png").exists() else None,
-    )

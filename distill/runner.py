@@ -22,10 +22,12 @@ from distill.config import JobConfig
 from distill.data import DataSplit, load_data
 from distill.errors import Cancelled, UserError
 from distill.events import Emitter, null_emitter
-from distill.export import export_student
+from distill.export import export_student, safetensors_size
 from distill.losses import Outputs, build_student_only_loss
 from distill.modes import JobContext, needs_file_teacher, plan_phases, run_mode
-from distill.report import build_report, write_html_report, write_plots
+from distill.modes.context import labels_or_none, predict
+from distill.painter import InlinePainter
+from distill.report import build_report
 from distill.teachers import Teacher, load_teacher
 from distill.timings import StageTimer
 from distill.training.device import resolve_device
@@ -43,8 +45,10 @@ def run_job(
     emit: Emitter = null_emitter,
     stop: StopFlag | None = None,
     resume: bool = False,
+    painter: InlinePainter | None = None,
 ) -> dict[str, Any]:
-    """Train, export and report; returns the report. Raises UserError, Cancelled, or (our bugs) anything else."""
+    """Train, export and report; returns the report. Raises UserError, Cancelled, or (our bugs) anything else.
+    `painter` draws the pictures (distill/evaluation/painter.py): in this process unless given another."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or StopFlag()
     torch_device = resolve_device(device or config.training.device)
@@ -98,18 +102,11 @@ def run_job(
         baseline, baseline_history = _train_baseline(ctx, result.reference_val)
         history += baseline_history
 
-    emit("message", level="info", message="exporting the student (safetensors, TorchScript, ONNX)")
     student_cpu = result.student.to("cpu").eval()
-    with timings("export"):
-        exported = export_student(student_cpu, out_dir, example_input=data.validation.x[:8])
-        if result.teacher_net is not None:
-            emit("message", level="info", message="exporting the trained teacher too (online mode)")
-            export_student(
-                result.teacher_net.to("cpu").eval(), out_dir, example_input=data.validation.x[:8], prefix="teacher"
-            )
     cpu_teacher = result.teacher
     if cpu_teacher is not None and torch_device.type != "cpu":
         cpu_teacher = _load_teacher(config, data, device="cpu")
+    # The report first: it times the models, and nothing else may run while it does.
     report = build_report(
         config=config,
         data=data,
@@ -118,14 +115,30 @@ def run_job(
         teacher=cpu_teacher,
         student=student_cpu,
         baseline=None if baseline is None else baseline.to("cpu").eval(),
-        student_file=exported["student.safetensors"],
+        student_bytes=safetensors_size(student_cpu),
         device=str(torch_device),
         seconds=time.perf_counter() - started,
     )
+    painter = painter or InlinePainter()
+    painter.figures(  # a forked painter draws while this process exports
+        out_dir,
+        history,
+        teacher_logits=result.reference_val,
+        student_logits=predict(student_cpu, data.validation.x, device=torch.device("cpu")),  # (N_val, C)
+        labels=labels_or_none(data.validation.y),
+    )
+    painter.report(out_dir, report, history)
+    emit("message", level="info", message="exporting the student (safetensors, TorchScript, ONNX)")
+    with timings("export"):
+        export_student(student_cpu, out_dir, example_input=data.validation.x[:8])
+        if result.teacher_net is not None:
+            emit("message", level="info", message="exporting the trained teacher too (online mode)")
+            export_student(
+                result.teacher_net.to("cpu").eval(), out_dir, example_input=data.validation.x[:8], prefix="teacher"
+            )
     report["timings"] = timings.rounded()
     _write_outputs(out_dir, config, data, num_classes, report, history)
-    write_plots(out_dir, report, history)
-    write_html_report(out_dir, report, history, result=result, student=student_cpu, data=data)
+    painter.finish()
     artifacts = _artifact_list(out_dir)
     emit("result", report=report, artifacts=artifacts)
     return report

@@ -42,7 +42,7 @@ def write_report_html(
     teacher_logits: Tensor | None,
     student_logits: Tensor,
     labels: Tensor | None,
-    curves_png: bytes | None = None,
+    figures: dict[str, bytes] | None = None,
 ) -> None:
     path.write_text(
         render_report_html(
@@ -51,10 +51,32 @@ def write_report_html(
             teacher_logits=teacher_logits,
             student_logits=student_logits,
             labels=labels,
-            curves_png=curves_png,
+            figures=figures,
         ),
         encoding="utf-8",
     )
+
+
+def draw_figures(
+    history: list[dict[str, Any]], *, teacher_logits: Tensor | None, student_logits: Tensor, labels: Tensor | None
+) -> dict[str, bytes]:
+    """The page's figures as PNG bytes, by section title (only those the data allows). They need no report,
+    so a painter draws them while the student is still being exported (distill/painter.py)."""
+    num_classes = int(student_logits.shape[1])
+    models = (
+        {"student": student_logits}
+        if teacher_logits is None
+        else {"teacher": teacher_logits, "student": student_logits}
+    )
+    figures = {"Training curves": png_bytes(training_curves_figure(history))}
+    if labels is not None:
+        figures["Reliability diagram"] = png_bytes(reliability_figure(models, labels))
+        figures["Accuracy per class"] = png_bytes(per_class_figure(models, labels, num_classes))
+    if teacher_logits is not None:
+        figures["Teacher vs student predictions"] = png_bytes(
+            agreement_matrix_figure(teacher_logits, student_logits, num_classes)
+        )
+    return figures
 
 
 def render_report_html(
@@ -64,23 +86,15 @@ def render_report_html(
     teacher_logits: Tensor | None,
     student_logits: Tensor,
     labels: Tensor | None,
-    curves_png: bytes | None = None,
+    figures: dict[str, bytes] | None = None,
 ) -> str:
     """The page. `teacher_logits` is None in self mode (no teacher); `labels` None when validation has none.
-    `curves_png`: training_curves.png when it is already drawn (a figure costs ~0.1 s to draw), else drawn here."""
-    num_classes = int(student_logits.shape[1])
-    models = (
-        {"student": student_logits}
-        if teacher_logits is None
-        else {"teacher": teacher_logits, "student": student_logits}
-    )
+    `figures`: `draw_figures`' PNGs when they are drawn already (a figure costs ~0.1 s), else drawn here."""
+    if figures is None:
+        figures = draw_figures(history, teacher_logits=teacher_logits, student_logits=student_logits, labels=labels)
     sections = [
         _section("Summary", _summary(report)),
-        _figure_section(
-            "Training curves",
-            training_curves_figure(history) if curves_png is None else curves_png,
-            "loss and validation quality per epoch",
-        ),
+        _figure_section("Training curves", figures["Training curves"], "loss and validation quality per epoch"),
     ]
     if labels is None:
         sections.append(_section("Calibration and per-class accuracy", _note("the validation set has no labels")))
@@ -88,18 +102,18 @@ def render_report_html(
         sections.append(
             _figure_section(
                 "Reliability diagram",
-                reliability_figure(models, labels),
+                figures["Reliability diagram"],
                 "accuracy per confidence bin; a calibrated model follows the diagonal",
             )
         )
-        sections.append(_figure_section("Accuracy per class", per_class_figure(models, labels, num_classes), ""))
+        sections.append(_figure_section("Accuracy per class", figures["Accuracy per class"], ""))
     if teacher_logits is None:
         sections.append(_section("Teacher vs student predictions", _note("this job has no teacher (self mode)")))
     else:
         sections.append(
             _figure_section(
                 "Teacher vs student predictions",
-                agreement_matrix_figure(teacher_logits, student_logits, num_classes),
+                figures["Teacher vs student predictions"],
                 "the diagonal is where the student agrees with the teacher",
             )
         )
@@ -118,16 +132,17 @@ def render_report_html(
     )
 
 
-def png_data_uri(fig: Any) -> str:
-    """A matplotlib figure, or PNG bytes already drawn, as a data: URI."""
-    if isinstance(fig, bytes):
-        return "data:image/png;base64," + base64.b64encode(fig).decode("ascii")
+def png_bytes(fig: Any) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return png_data_uri(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -157,8 +172,8 @@ def _summary(report: dict[str, Any]) -> str:
     return f'<div class="headline">{cards}</div><table>{header}{"".join(rows)}</table>'
 
 
-def _figure_section(title: str, fig: Any, caption: str) -> str:
-    body = f'<img alt="{_e(title)}" src="{png_data_uri(fig)}">'
+def _figure_section(title: str, png: bytes, caption: str) -> str:
+    body = f'<img alt="{_e(title)}" src="{png_data_uri(png)}">'
     return _section(title, body + (f'<p class="muted">{_e(caption)}</p>' if caption else ""))
 
 

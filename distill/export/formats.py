@@ -12,11 +12,12 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 INPUT_NAME = "input"
@@ -34,13 +35,18 @@ def _quiet_deprecations() -> Iterator[None]:
 
 
 def write_safetensors(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
-    """The state_dict as safetensors: weights only, no pickle, so loading it can never run code.
+    """The state_dict as safetensors: weights only, no pickle, so loading it can never run code."""
+    Path(path).write_bytes(safetensors_bytes(model, metadata))
+
+
+def safetensors_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """What `write_safetensors` writes (its size is the report's `bytes`, known before the export runs).
 
     Tensors are cloned because safetensors refuses non-contiguous tensors and tensors sharing storage
     (tied weights); a clone is a dense, contiguous, unshared copy.
     """
     state = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
-    save_file(state, os.fspath(path), metadata={"format": "pt", **(metadata or {})})
+    return save(state, metadata={"format": "pt", **(metadata or {})})
 
 
 def load_student_safetensors(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:

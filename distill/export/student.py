@@ -21,6 +21,7 @@ from distill.export.formats import (
     load_onnx_session,
     load_torchscript,
     onnx_predict,
+    safetensors_bytes,
     write_onnx,
     write_safetensors,
     write_torchscript,
@@ -51,7 +52,7 @@ def export_student(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cpu_model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    cpu_model = _export_copy(model)
     x = example_input.detach().to("cpu")
     if x.is_floating_point():
         x = x.float()
@@ -86,6 +87,17 @@ def export_student(
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
+
+
+def safetensors_size(model: nn.Module) -> int:
+    """Bytes of the .safetensors file `export_student` writes for `model`, known before it runs (the report
+    is built while a painter draws and the export runs; distill/painter.py)."""
+    return len(safetensors_bytes(_export_copy(model)))
+
+
+def _export_copy(model: nn.Module) -> nn.Module:
+    """A CPU float32 copy in eval mode: the caller's model keeps its device, dtype and mode."""
+    return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
 
 
 def _logits(output: object) -> Tensor:

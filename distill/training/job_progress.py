@@ -2,7 +2,10 @@
 
 The job's phases and their step counts are known before the first step (epochs × steps per epoch), so
 `fraction` is steps done over steps planned for the whole job and never goes back, and the ETA is the
-pace of this process (steps it ran itself, so a resumed run estimates honestly) times the steps left.
+pace of this process (steps it ran itself, so a resumed run estimates honestly) times the steps left. The
+pace is measured from the first report on: the steps before it carry one-time costs (the teacher pass, the
+first step's allocations) that once made the first ETA 300 s for a job that had 0.7 s left; until a
+second report there is no ETA.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class JobProgress:
         self.fraction = 0.0
         self.fresh = 0  # steps this process ran itself
         self._last_done = 0
-        self.started = time.perf_counter()
+        self._pace_from: tuple[float, int] | None = None  # (time, fresh steps) at the first report
 
     def enter(self, phase: str, *, done: int) -> None:
         """Start (or resume) `phase` with `done` of its steps already behind it."""
@@ -40,9 +43,12 @@ class JobProgress:
         self._last_done = done
         overall = self.offsets[self.phase] + done
         self.fraction = max(self.fraction, min(1.0, overall / self.total))
-        elapsed = time.perf_counter() - self.started
-        left = self.total - overall
-        eta = elapsed / self.fresh * left if self.fresh > 0 else None
+        now, left = time.perf_counter(), self.total - overall
+        eta = None
+        if self._pace_from is None:
+            self._pace_from = (now, self.fresh)
+        elif self.fresh > self._pace_from[1]:
+            eta = (now - self._pace_from[0]) / (self.fresh - self._pace_from[1]) * left
         self.emit(
             "progress",
             phase=self.phase,

@@ -145,3 +145,69 @@ def test_an_adam_job_never_imports_torch_dynamo(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "out" / "student.onnx").exists()
+
+
+def test_eta_is_the_pace_after_the_first_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first report pays one-time costs (teacher pass, first step): the ETA starts from the second."""
+    from distill.events import ListEmitter
+    from distill.training import job_progress
+
+    clock = iter([10.0, 10.5, 11.5])  # first report after a slow start, then 1 s per 100 steps
+    monkeypatch.setattr(job_progress.time, "perf_counter", lambda: next(clock))
+    events = ListEmitter()
+    progress = job_progress.JobProgress(events, [("train", 1000)])
+    progress.enter("train", done=0)
+    for done in (1, 51, 151):
+        progress.report(epoch=1, epochs=1, done=done, step_in_epoch=done)
+    etas = [e["eta_seconds"] for e in events.of_type("progress")]
+    assert etas[0] is None
+    assert etas[1] == pytest.approx(0.5 / 50 * 949, abs=0.05)  # rounded to 0.1 s
+    assert etas[2] == pytest.approx(1.5 / 150 * 849, abs=0.05)
+
+
+def painter_requests(painter: object, out: Path) -> None:
+    out.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    history = [{"name": "train/loss", "step": s, "epoch": s, "value": 1.0 / s} for s in range(1, 6)]
+    history += [{"name": "val/top1", "step": s, "epoch": s, "value": 0.5 + s / 20} for s in range(1, 6)]
+    teacher, student = torch.randn(60, 4, generator=generator), torch.randn(60, 4, generator=generator)
+    labels = torch.randint(0, 4, (60,), generator=generator)
+    report = {"teacher": {"top1": 0.9}, "student": {"top1": 0.8, "agreement": 0.85}, "settings": {"mode": "offline"}}
+    painter.figures(out, history, teacher_logits=teacher, student_logits=student, labels=labels)  # type: ignore[attr-defined]
+    painter.report(out, report, history)  # type: ignore[attr-defined]
+    painter.finish()  # type: ignore[attr-defined]
+
+
+PICTURES = ("training_curves.png", "comparison.png", "report.html")
+
+
+def test_the_forked_painter_draws_what_the_inline_one_draws(tmp_path: Path) -> None:
+    """Forked as `python -m distill run` forks it: before torch is imported (a fork after torch has started
+    its thread pool may hang the child, so this runs in a fresh interpreter)."""
+    from distill.painter import InlinePainter
+
+    code = (
+        "import sys, pathlib\n"
+        "from distill.painter import ForkedPainter\n"
+        "painter = ForkedPainter.fork()\n"
+        "from tests.engine.test_fast_paths import painter_requests\n"
+        f"painter_requests(painter, pathlib.Path({str(tmp_path / 'forked')!r}))\n"
+        "print(type(painter).__name__, painter._failed, painter._process.is_alive())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ForkedPainter", "False", "False"]  # it drew everything, then ended
+    painter_requests(InlinePainter(), tmp_path / "inline")
+    for name in PICTURES:
+        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "inline" / name).read_bytes(), name
+
+
+def test_a_painter_that_died_is_replaced_by_drawing_here(tmp_path: Path) -> None:
+    from distill.painter import ForkedPainter
+
+    forked = ForkedPainter.fork()
+    assert isinstance(forked, ForkedPainter)
+    forked._process.kill()
+    forked._process.join()
+    painter_requests(forked, tmp_path / "out")
+    assert all((tmp_path / "out" / name).stat().st_size > 1000 for name in PICTURES)
