@@ -51,7 +51,17 @@ from torch import nn
 
 from bench import methods
 from bench.common import RESULTS
-from bench.torchdistill_compare import CONFIGS, DEFAULT_VENV, ROOT, ensure_venv, env, setup, step_timing
+from bench.torchdistill_compare import (
+    CONFIGS,
+    DEFAULT_VENV,
+    ROOT,
+    ensure_venv,
+    env,
+    setup,
+    step_timing,
+    timed_distill_run,
+    timed_torchdistill_run,
+)
 from distill.config import ArchitectureSpec
 from distill.models import build_model, count_parameters
 
@@ -240,21 +250,9 @@ def distillery_job(ctx: dict[str, Any], row: str, seed: int, workdir: Path) -> d
 
 
 def run_distillery(ctx: dict[str, Any], row: str, seed: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the job's own files (an ONNX student with given weights)
         job = distillery_job(ctx, row, seed, Path(tmp))
-        (Path(tmp) / "job.json").write_text(json.dumps(job))
-        out = Path(tmp) / "out"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "distill", "run", str(Path(tmp) / "job.json"), "--out", str(out),
-             "--progress", "none"],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"distill run failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
-        report = json.loads((out / "report.json").read_text())
-        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        report, history, wall = timed_distill_run(job, env())
     return {
         "val_top1_per_epoch": [r["value"] for r in history if r["name"] == "val/top1"],
         "student_top1": report["student"]["top1"],
@@ -305,17 +303,7 @@ def torchdistill_config(ctx: dict[str, Any], workdir: Path, seed: int, same: boo
 def run_torchdistill(python: Path, ctx: dict[str, Any], seed: int, *, same: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = torchdistill_config(ctx, Path(tmp), seed, same)
-        result = Path(tmp) / "result.json"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [python, "-m", "bench.torchdistill.train", "--config", str(config), "--seed", str(seed),
-             "--result", str(result)],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"torchdistill run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-        out = json.loads(result.read_text())
+        out, wall = timed_torchdistill_run(python, config, seed, env())
         if not same:
             (OUT / "kd.yaml").write_text(config.read_text())  # one filled-in config kept (git-ignored)
     return {**out, "wall_s": round(wall, 2)}

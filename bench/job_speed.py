@@ -50,7 +50,15 @@ from torch import nn
 
 from bench import methods
 from bench.common import RESULTS
-from bench.torchdistill_compare import CONFIGS, DEFAULT_VENV, ROOT, ensure_venv, setup
+from bench.torchdistill_compare import (
+    CONFIGS,
+    DEFAULT_VENV,
+    ROOT,
+    ensure_venv,
+    setup,
+    timed_distill_run,
+    timed_torchdistill_run,
+)
 
 OUT = Path(__file__).parent / "out" / "job_speed"
 TEMPERATURE, SOFT, HARD = 4.0, 0.9, 0.1  # HARD is Distillery's λ and torchdistill's KDLoss α
@@ -187,19 +195,7 @@ def distillery_job(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def run_distillery(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "job.json").write_text(json.dumps(distillery_job(ctx, seed)))
-        out = Path(tmp) / "out"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "distill", "run", str(Path(tmp) / "job.json"), "--out", str(out),
-             "--progress", "none"],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"distill run failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
-        report = json.loads((out / "report.json").read_text())
+    report, _, wall = timed_distill_run(distillery_job(ctx, seed), env())
     timings = report["timings"]
     return {
         "stage_s": round(timings.get("teacher_pass", 0.0) + timings["train"], 3),
@@ -228,17 +224,7 @@ def run_torchdistill(python: Path, ctx: dict[str, Any], seed: int) -> dict[str, 
         config.write_text(
             Template((CONFIGS / "kd.yaml").read_text()).substitute({k: str(v) for k, v in values.items()})
         )
-        result = Path(tmp) / "result.json"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [python, "-m", "bench.torchdistill.train", "--config", str(config), "--seed", str(seed),
-             "--result", str(result)],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"torchdistill run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-        out = json.loads(result.read_text())
+        out, wall = timed_torchdistill_run(python, config, seed, env())
     return {**out, "wall_s": round(wall, 2)}
 
 

@@ -134,20 +134,43 @@ def torchdistill_config(
     return path
 
 
-def run_distillery(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+def timed_distill_run(job: dict[str, Any], environment: dict[str, str]) -> tuple[dict[str, Any], list[Any], float]:
+    """`python -m distill run` of `job` in a fresh process: (report, metric records, wall seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        job = Path(tmp) / "job.json"
-        job.write_text(json.dumps(distillery_job(method, ctx, seed)))
+        path, out = Path(tmp) / "job.json", Path(tmp) / "out"
+        path.write_text(json.dumps(job))
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "distill", "run", str(job), "--out", str(Path(tmp) / "out"), "--progress", "none"],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
+            [sys.executable, "-m", "distill", "run", str(path), "--out", str(out), "--progress", "none"],
+            cwd=ROOT, env=environment, capture_output=True, text=True,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"distill run failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
-        report = json.loads((Path(tmp) / "out" / "report.json").read_text())
-        history = [json.loads(line) for line in (Path(tmp) / "out" / "metrics.jsonl").read_text().splitlines()]
+        report = json.loads((out / "report.json").read_text())
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return report, history, wall
+
+
+def timed_torchdistill_run(
+    python: Path, config: Path, seed: int, environment: dict[str, str]
+) -> tuple[dict[str, Any], float]:
+    """`python -m bench.torchdistill.train` with `config` in torchdistill's venv: (its result, wall seconds)."""
+    result = config.parent / "result.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [python, "-m", "bench.torchdistill.train", "--config", str(config), "--seed", str(seed),
+         "--result", str(result)],
+        cwd=ROOT, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchdistill run failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(result.read_text()), wall
+
+
+def run_distillery(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+    report, history, wall = timed_distill_run(distillery_job(method, ctx, seed), env())
     return {
         "val_top1_per_epoch": [r["value"] for r in history if r["name"] == "val/top1"],
         "student_top1": report["student"]["top1"],
@@ -161,17 +184,7 @@ def run_distillery(method: str, ctx: dict[str, Any], seed: int) -> dict[str, Any
 def run_torchdistill(python: Path, method: str, ctx: dict[str, Any], seed: int, **same: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = torchdistill_config(method, ctx, Path(tmp), **same)
-        result = Path(tmp) / "result.json"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [python, "-m", "bench.torchdistill.train", "--config", str(config), "--seed", str(seed),
-             "--result", str(result)],
-            cwd=ROOT, env=env(), capture_output=True, text=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"torchdistill run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-        out = json.loads(result.read_text())
+        out, wall = timed_torchdistill_run(python, config, seed, env())
         kept = OUT / f"{method}.yaml"
         if not kept.exists() and not same:
             shutil.copy(config, kept)  # one filled-in config kept (git-ignored) for whoever wants to read it
