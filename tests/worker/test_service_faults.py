@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -487,9 +488,19 @@ def test_deleting_a_file_while_jobs_naming_it_are_submitted(stack: FaultStack, d
     outcomes: Counter[str] = Counter()
     teacher_id, _, validation_id = stack.files
 
+    def fresh_train_file() -> Path:
+        """The training set with one value nudged: bytes no check has seen, so every race's submissions
+        run the probe (a passed check is remembered per file sha256, app/checks/verdicts.py)."""
+        path = digits.train.with_name(f"train-{uuid.uuid4().hex[:8]}.npz")
+        with np.load(digits.train) as data:
+            arrays = {name: data[name].copy() for name in data.files}
+        arrays["x"].flat[0] += np.float32(uuid.uuid4().int % 1000 + 1) * np.float32(1e-6)
+        np.savez(path, **arrays)
+        return path
+
     def race(http: httpx.Client, delay: float | None) -> tuple[list[httpx.Response], httpx.Response, str, float]:
         """`submitters` jobs naming a new file, and its DELETE `delay` s after they start (None: after)."""
-        train_id = upload(http, digits.train, "dataset")["id"]
+        train_id = upload(http, fresh_train_file(), "dataset")["id"]
         body = job_body(teacher_id, train_id, validation_id, epochs=1)
         go = threading.Barrier(submitters + 1)
 

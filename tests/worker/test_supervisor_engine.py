@@ -50,7 +50,8 @@ def _background(fn: Any) -> tuple[threading.Thread, list[Any]]:
 
 def test_shutdown_then_resume_to_success(sessions: sessionmaker[Session], settings: Any, teacher_file: Path) -> None:
     teacher_id = add_file(sessions, settings, teacher_file, purpose="teacher", format="safetensors")
-    job_id = add_job(sessions, digits_spec(teacher_id, epochs=8, batch_size=16))
+    # Long enough that the shutdown lands mid-run: 8 epochs once did, and now finish before it arrives.
+    job_id = add_job(sessions, digits_spec(teacher_id, epochs=80, batch_size=16))
     supervisor.reset_shutdown()
     thread, out = _background(lambda: run_job(job_id, settings=settings, sessions=sessions, worker_id="w1"))
     try:
