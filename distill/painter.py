@@ -1,15 +1,15 @@
 """Who draws the report's pictures (training_curves.png, comparison.png, report.html): this process, or a
-second one that `python -m distill run` starts at launch.
+second one that `python -m distill run` forks at launch.
 
 Measured on the jobs of docs/BENCHMARKS.md: the pictures cost a third of the process's wall time after
-training (matplotlib's import, ~0.3 s, and ~0.09 s a figure). When the job's torch threads leave a core
-idle, the forked painter imports matplotlib and torch on it while this process imports torch and trains,
-and draws while this process exports the student (0.3-0.7 s less wall time per job); when they use every
-core, it would only compete with them, and the pictures are drawn here. It is forked before this process
-imports torch, so no thread pool or lock of torch's is copied half-made; this module imports neither.
-Arrays cross the pipe as numpy (no shared-memory tensors, which a sandbox may refuse). When the painter
-fails (it died, raised or hung), everything is drawn here again, so the files are the same either way;
-library callers and tests draw inline.
+training (matplotlib's import, ~0.3 s, and ~0.09 s a figure). The forked painter imports numpy and
+matplotlib while this process imports torch (a single-threaded import, so the second core is idle), then
+waits; once training ends it draws while this process exports the student: 0.3 s less wall time on the
+MLP job at 2 threads on 2 cores, 0.3-0.7 s at 1 thread. It never imports torch (the figures are numpy
+only), so it neither competes with the job's threads while they train nor inherits torch's thread pool
+half-made (it is forked before this process imports torch). Arrays cross the pipe as numpy. When the
+painter fails (it died, raised or hung), everything is drawn here again, so the files are the same either
+way; library callers and tests draw inline.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ class Drawing:
         self.logits: tuple[Any, Any, Any] = (None, None, None)  # teacher, student, labels as numpy
 
     def handle(self, request: tuple[Any, ...]) -> None:
-        import torch
-
         from distill.evaluation.plots import plot_comparison
         from distill.evaluation.report_html import draw_figures, write_report_html
 
@@ -44,13 +42,12 @@ class Drawing:
         if kind == "figures":
             _, _, history, *logits = request
             self.logits = (logits[0], logits[1], logits[2])
-            teacher, student, labels = (None if a is None else torch.from_numpy(a) for a in self.logits)
-            assert student is not None
+            teacher, student, labels = self.logits
             self.figures = draw_figures(history, teacher_logits=teacher, student_logits=student, labels=labels)
             (out_dir / "training_curves.png").write_bytes(self.figures["Training curves"])
             return
         _, _, report, history = request
-        teacher, student, labels = (None if a is None else torch.from_numpy(a) for a in self.logits)
+        teacher, student, labels = self.logits
         assert student is not None, "the figures request comes first"
         plot_comparison(report, str(out_dir / "comparison.png"))
         write_report_html(
@@ -100,16 +97,7 @@ class ForkedPainter(InlinePainter):
 
     @classmethod
     def start(cls) -> InlinePainter:
-        """A forked painter when the job leaves a core idle, else an inline one (call it before torch is
-        imported). Measured (docs/BENCHMARKS.md): with a core to spare the pictures cost 0.3-0.7 s less;
-        with none, the painter's imports and drawing slow the job's own threads by as much as they save."""
-        if not _spare_core():
-            return InlinePainter()
-        return cls.fork()
-
-    @classmethod
-    def fork(cls) -> InlinePainter:
-        """Fork the painter now; an inline painter where that fails."""
+        """Fork the painter now (call it before torch is imported); an inline painter where that fails."""
         try:
             context = multiprocessing.get_context("fork")
             ours, theirs = context.Pipe()
@@ -165,14 +153,12 @@ def _serve(connection: Connection, job_end: Connection) -> None:
         os.dup2(devnull.fileno(), 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the job; the painter ends with its pipe
     with contextlib.suppress(OSError):
-        os.nice(10)  # should the job's threads want the spare core back, they come first
-    import torch
+        os.nice(10)  # while it imports, the job's own start-up comes first
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (the slow imports, done early)
     from matplotlib.figure import Figure  # noqa: F401
 
-    import distill.evaluation.report_html  # noqa: F401
+    import distill.evaluation.report_html  # noqa: F401  (numpy and matplotlib: no torch in this process)
 
-    torch.set_num_threads(1)  # its arrays are small; the other cores are the job's
     drawing = Drawing()
     while True:
         try:
@@ -186,15 +172,6 @@ def _serve(connection: Connection, job_end: Connection) -> None:
             connection.send("ok")
         except Exception:
             connection.send(traceback.format_exc(limit=3)[-1000:])
-
-
-def _spare_core() -> bool:
-    """Whether torch's threads (OMP_NUM_THREADS; unset means one per core) leave a CPU of this process idle."""
-    try:
-        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
-    except ValueError:
-        return False
-    return 0 < threads < len(os.sched_getaffinity(0))
 
 
 def _numpy(tensor: Any) -> Any:

@@ -1,4 +1,5 @@
-"""report.html: the report as pictures, in one file that opens anywhere with no network.
+"""report.html: the report as pictures, in one file that opens anywhere with no network. Logits and labels are
+numpy arrays or CPU tensors (numpy only here: distill/painter.py draws it without torch).
 
 The figures are matplotlib PNGs embedded as base64 `data:` URIs and the styles are inline, so the page
 loads nothing: it can be mailed, attached to a ticket or opened from an air-gapped disk. It shows the
@@ -14,8 +15,6 @@ import io
 import json
 from pathlib import Path
 from typing import Any
-
-from torch import Tensor
 
 from distill.evaluation.plots import training_curves_figure
 from distill.evaluation.report_figures import agreement_matrix_figure, per_class_figure, reliability_figure
@@ -39,9 +38,9 @@ def write_report_html(
     report: dict[str, Any],
     history: list[dict[str, Any]],
     *,
-    teacher_logits: Tensor | None,
-    student_logits: Tensor,
-    labels: Tensor | None,
+    teacher_logits: Any,
+    student_logits: Any,
+    labels: Any,
     figures: dict[str, bytes] | None = None,
 ) -> None:
     path.write_text(
@@ -58,7 +57,7 @@ def write_report_html(
 
 
 def draw_figures(
-    history: list[dict[str, Any]], *, teacher_logits: Tensor | None, student_logits: Tensor, labels: Tensor | None
+    history: list[dict[str, Any]], *, teacher_logits: Any, student_logits: Any, labels: Any
 ) -> dict[str, bytes]:
     """The page's figures as PNG bytes, by section title (only those the data allows). They need no report,
     so a painter draws them while the student is still being exported (distill/painter.py)."""
@@ -83,9 +82,9 @@ def render_report_html(
     report: dict[str, Any],
     history: list[dict[str, Any]],
     *,
-    teacher_logits: Tensor | None,
-    student_logits: Tensor,
-    labels: Tensor | None,
+    teacher_logits: Any,
+    student_logits: Any,
+    labels: Any,
     figures: dict[str, bytes] | None = None,
 ) -> str:
     """The page. `teacher_logits` is None in self mode (no teacher); `labels` None when validation has none.

@@ -189,7 +189,7 @@ def test_the_forked_painter_draws_what_the_inline_one_draws(tmp_path: Path) -> N
     code = (
         "import sys, pathlib\n"
         "from distill.painter import ForkedPainter\n"
-        "painter = ForkedPainter.fork()\n"
+        "painter = ForkedPainter.start()\n"
         "from tests.engine.test_fast_paths import painter_requests\n"
         f"painter_requests(painter, pathlib.Path({str(tmp_path / 'forked')!r}))\n"
         "print(type(painter).__name__, painter._failed, painter._process.is_alive())\n"
@@ -205,7 +205,7 @@ def test_the_forked_painter_draws_what_the_inline_one_draws(tmp_path: Path) -> N
 def test_a_painter_that_died_is_replaced_by_drawing_here(tmp_path: Path) -> None:
     from distill.painter import ForkedPainter
 
-    forked = ForkedPainter.fork()
+    forked = ForkedPainter.start()
     assert isinstance(forked, ForkedPainter)
     forked._process.kill()
     forked._process.join()

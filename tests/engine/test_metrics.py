@@ -11,17 +11,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from distill.evaluation import (
+from distill.evaluation.latency import cpu_latency_ms, file_bytes
+from distill.evaluation.metrics import (
     accuracy_topk,
     agreement,
     classification_report,
-    cpu_latency_ms,
     expected_calibration_error,
-    file_bytes,
     mean_kl,
-    plot_comparison,
-    plot_training_curves,
 )
+from distill.evaluation.plots import plot_comparison, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -112,3 +112,16 @@ def test_per_class_accuracy_and_prediction_matrix() -> None:
     y = torch.tensor([0, 1, 2, -1])  # the last is unlabeled: ignored by accuracy, kept by the matrix
     assert per_class_accuracy(student, y, 3).tolist() == [1.0, 0.0, 1.0]
     assert prediction_matrix(teacher, student, 3).tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+
+
+def test_the_figures_ece_is_the_metrics_ece() -> None:
+    """The reliability panel's title computes the ECE in numpy (the painter has no torch): same value."""
+    from distill.evaluation.metrics import expected_calibration_error
+    from distill.evaluation.report_figures import calibration_error
+
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(500, 7, generator=generator)
+    y = torch.randint(-1, 7, (500,), generator=generator)  # -1: unlabeled, ignored by both
+    assert calibration_error(logits.numpy(), y.numpy()) == pytest.approx(
+        expected_calibration_error(logits, y), abs=1e-6
+    )
