@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 
 def _engine_pids(job_id: str) -> list[int]:
-    """The engine process of a job (not bubblewrap around it): `python -m distill run …/<job_id>/job.json`."""
+    """The engine process of a job: `python -m distill run …/<job_id>/job.json`, not bubblewrap around it and
+    not the report painter it forks (same command line, named `distill-painter`, distill/painter.py)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -40,7 +41,7 @@ def _engine_pids(job_id: str) -> list[int]:
         except OSError:
             continue
         if (
-            comm != "bwrap"
+            comm not in ("bwrap", "distill-painter")
             and b"distill" in argv
             and any(job_id.encode() in a and a.endswith(b"job.json") for a in argv)
         ):
