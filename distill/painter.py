@@ -37,7 +37,7 @@ class Drawing:
 
     def handle(self, request: tuple[Any, ...]) -> None:
         from distill.evaluation.plots import plot_comparison
-        from distill.evaluation.report_html import draw_figures, write_report_html
+        from distill.evaluation.report_html import draw_figures, render_report_html
 
         kind, out_dir = request[0], Path(request[1])
         if kind == "figures":
@@ -51,15 +51,10 @@ class Drawing:
         teacher, student, labels = self.logits
         assert student is not None, "the figures request comes first"
         plot_comparison(report, str(out_dir / "comparison.png"))
-        write_report_html(
-            out_dir / "report.html",
-            report,
-            history,
-            teacher_logits=teacher,
-            student_logits=student,
-            labels=labels,
-            figures=self.figures,
+        page = render_report_html(
+            report, history, teacher_logits=teacher, student_logits=student, labels=labels, figures=self.figures
         )
+        (out_dir / "report.html").write_text(page, encoding="utf-8")
 
 
 class InlinePainter:

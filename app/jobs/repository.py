@@ -29,11 +29,6 @@ def get(session: Session, *, tenant: str, job_id: str) -> Job | None:
 _UPDATED_AT = select(Job.updated_at).where(Job.tenant_id == bindparam("tenant"), Job.id == bindparam("job_id"))
 
 
-def updated_at(session: Session, *, tenant: str, job_id: str) -> datetime | None:
-    """When the job last changed (its ETag), without loading it: what a conditional GET needs."""
-    return session.scalars(_UPDATED_AT, {"tenant": tenant, "job_id": job_id}).one_or_none()
-
-
 # What JobRead shows of a job and of each artifact: a Core query (no ORM objects to build) of only those
 # columns, the artifacts joined in, one row per artifact (one row with NULLs when there is none).
 _READ_JOB_COLUMNS = (

@@ -194,14 +194,6 @@ def etag_of(job_id: str, updated_at: object) -> str:
     return '"' + hashlib.sha256(f"{job_id}|{updated_at}".encode()).hexdigest()[:32] + '"'
 
 
-def job_etag(session: Session, *, tenant: str, job_id: str) -> str:
-    """The ETag of the job as it is now, read without loading the job (a conditional GET's cheap path)."""
-    changed = repository.updated_at(session, tenant=tenant, job_id=job_id)
-    if changed is None:
-        raise NotFound(f"no job {job_id!r}")
-    return etag_of(job_id, changed)
-
-
 def list_jobs(
     session: Session, *, tenant: str, limit: int, after: str | None, status: str | None
 ) -> tuple[list[Job], bool]:

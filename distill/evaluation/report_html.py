@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from distill.evaluation.plots import training_curves_figure
@@ -31,29 +30,6 @@ th:first-child, td:first-child { text-align: left; } img { max-width: 100%; heig
 """
 
 MODEL_ROWS = (("teacher", "teacher"), ("baseline", "student alone"), ("student", "distilled student"))
-
-
-def write_report_html(
-    path: Path,
-    report: dict[str, Any],
-    history: list[dict[str, Any]],
-    *,
-    teacher_logits: Any,
-    student_logits: Any,
-    labels: Any,
-    figures: dict[str, bytes] | None = None,
-) -> None:
-    path.write_text(
-        render_report_html(
-            report,
-            history,
-            teacher_logits=teacher_logits,
-            student_logits=student_logits,
-            labels=labels,
-            figures=figures,
-        ),
-        encoding="utf-8",
-    )
 
 
 def draw_figures(
