@@ -17,6 +17,7 @@ from app.auth.key_cache import KeyCache
 from app.auth.limits import TenantLimits
 from app.db import Reads, SessionFactory, get_session
 from app.jobs.event_stream import EventHub
+from app.jobs.read_cache import JobReadCache
 from app.queue import JobQueue
 from app.settings import Settings
 
@@ -88,6 +89,12 @@ async def get_reads(request: Request) -> Reads:
     return reads
 
 
+async def get_job_cache(request: Request) -> JobReadCache:
+    """The process's answers of GET /v1/jobs/{id}, forgotten when a job changes (app/jobs/read_cache.py)."""
+    cache: JobReadCache = request.app.state.job_cache
+    return cache
+
+
 async def get_event_hub(request: Request) -> EventHub:
     """The process's shared poller of job events, for Server-Sent Event streams (app/jobs/event_stream.py)."""
     hub: EventHub = request.app.state.event_hub
@@ -112,3 +119,4 @@ SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 ProbeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_probe_limiter)]
 EventHubDep = Annotated[EventHub, Depends(get_event_hub)]
 ReadsDep = Annotated[Reads, Depends(get_reads)]
+JobCacheDep = Annotated[JobReadCache, Depends(get_job_cache)]

@@ -20,6 +20,7 @@ from app.errors_doc import error_responses, openapi_with_bearer_auth
 from app.files.endpoints import router as files_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.event_stream import EventHub
+from app.jobs.read_cache import ChangeListener, JobReadCache
 from app.migrate import upgrade_to_head
 from app.ops.endpoints import router as ops_router
 from app.ops.observability import HttpMetricsMiddleware, make_registry
@@ -59,7 +60,11 @@ def create_app(
             # Embedded mode: the first `make run` must work with no separate migrate step. Postgres
             # deployments run `distillery migrate` once per release instead of on every replica's start.
             upgrade_to_head(settings.database_url)
+        if listener is not None:
+            listener.start()
         yield
+        if listener is not None:
+            listener.stop()
         await app.state.event_hub.close()
         app.state.reads.dispose()
 
@@ -72,6 +77,8 @@ def create_app(
     app.state.settings = settings
     app.state.sessionmaker = resolved_factory
     app.state.reads = Reads(resolved_factory, settings)
+    app.state.job_cache = JobReadCache(settings.job_read_cache_entries)
+    listener = ChangeListener.for_sessions(app.state.job_cache, resolved_factory)
     app.state.queue = queue if queue is not None else CeleryJobQueue(settings, resolved_factory)
     app.state.probe_limiter = anyio.CapacityLimiter(settings.probe_concurrency)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)

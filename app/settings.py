@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # A verified key is trusted this long without a lookup, per API process: a revoked key stops working
     # within it (0: look every key up on every request).
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    # Answers of GET /v1/jobs/{id} kept per API process until Postgres says the job changed
+    # (app/jobs/read_cache.py); 0 reads the database every time.
+    job_read_cache_entries: int = Field(default=10_000, ge=0)
     # Per-tenant limits: every tenant's unless its row overrides one (`distillery tenants set`).
     # Jobs queued or running at once; one more is refused with 429 and Retry-After.
     max_concurrent_jobs: int = Field(default=4, ge=1)

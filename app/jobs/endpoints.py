@@ -10,9 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Connection
 
-from app.db import in_worker_thread
+from app.db import after_commit, in_worker_thread
 from app.dependencies import (
     EventHubDep,
+    JobCacheDep,
     ProbeLimiterDep,
     QueueDep,
     ReadsDep,
@@ -23,6 +24,7 @@ from app.dependencies import (
 from app.errors import NotFound
 from app.errors_doc import error_responses
 from app.jobs import repository, service, validation
+from app.jobs.read_cache import Answer
 from app.jobs.schemas import EventList, EventRead, JobCreate, JobList, JobRead, MetricList, MetricRead
 from app.models import JobStatus
 from app.pagination import DEFAULT_LIMIT, AfterQuery, IdCursor, LimitQuery, event_cursor
@@ -69,14 +71,13 @@ SSE_EVENT = {
 )
 async def create_job(
     spec: JobCreate,
-    response: Response,
     session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
     queue: QueueDep,
     limiter: ProbeLimiterDep,
     idempotency_key: IdempotencyKey = None,
-) -> JobRead:
+) -> Response:
     # One transaction when the spec's check passed before. Else three steps, so that no connection (and no
     # thread of the shared pool) waits on a model being run: read what the check needs, end that
     # transaction, run the check in a probe slot, then write the job.
@@ -112,11 +113,17 @@ async def create_job(
             return JobRead.model_validate(row), created
 
         job, created = await create()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    # The answer as bytes, as get_job does: FastAPI would validate the JobRead once more against the
+    # response_model (which documents it) before serialising it (docs/BENCHMARKS.md, bursts).
+    headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created:
-        response.status_code = http.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return job
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        job.model_dump_json(),
+        status_code=http.HTTP_201_CREATED if created else http.HTTP_200_OK,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 @router.get("", response_model=JobList, responses=error_responses(422), summary="List jobs, newest first")
@@ -141,30 +148,34 @@ def list_jobs(
 async def get_job(
     job_id: str,
     reads: ReadsDep,
+    cache: JobCacheDep,
     tenant: TenantDep,
     if_none_match: Annotated[str | None, Header(description="An ETag from an earlier answer.")] = None,
 ) -> Response:
-    # The API's hottest path (clients poll it), so it is lean: one autocommit read of the job and its
+    # The API's hottest path (clients poll it), so it is lean: the answer this process served last, until
+    # Postgres says the job changed (app/jobs/read_cache.py); else one autocommit read of the job and its
     # artifacts in one worker thread, no request session, and the body serialised by JobRead from that row
     # (a Response is not validated again by FastAPI; response_model documents it). docs/BENCHMARKS.md.
-    def read(connection: Connection) -> Response:
-        if if_none_match is not None:  # one small query first: unchanged is the common answer
-            changed = repository.read_updated_at(connection, tenant=tenant, job_id=job_id)
-            if changed is None:
-                raise NotFound(f"no job {job_id!r}")
-            etag = service.etag_of(job_id, changed)
-            if etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(",")) or if_none_match == "*":
-                return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        job = repository.read(connection, tenant=tenant, job_id=job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r}")
-        return Response(
-            JobRead.model_validate(job).model_dump_json(),
-            media_type="application/json",
-            headers={"ETag": service.etag_of(job_id, job["updated_at"])},
-        )
+    answer = cache.get(job_id, tenant)
+    if answer is None:
 
-    return await run_in_threadpool(reads.run, read)
+        def read(connection: Connection) -> Answer:
+            generation = cache.generation  # before the SELECT: a change heard after it may postdate the row
+            job = repository.read(connection, tenant=tenant, job_id=job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            fresh = Answer(
+                tenant,
+                service.etag_of(job_id, job["updated_at"]),
+                JobRead.model_validate(job).model_dump_json().encode(),
+            )
+            cache.store(job_id, fresh, generation=generation)
+            return fresh
+
+        answer = await run_in_threadpool(reads.run, read)
+    if if_none_match is not None and service.etag_matches(if_none_match, answer.etag):
+        return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": answer.etag})
+    return Response(answer.body, media_type="application/json", headers={"ETag": answer.etag})
 
 
 @router.post(
@@ -174,7 +185,8 @@ async def get_job(
     summary="Cancel a job (queued: at once; running: the worker stops it and sets 'cancelled')",
 )
 @in_worker_thread
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep, cache: JobCacheDep) -> JobRead:
+    after_commit(session, lambda: cache.forget(job_id))  # the client sees its cancel at once
     return JobRead.model_validate(service.cancel_job(session, tenant=tenant, job_id=job_id))
 
 

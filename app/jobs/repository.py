@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Connection, Select, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, UTCDateTime
+from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, Tenant, UTCDateTime
 
 # A hot query (every read of a job's events, metrics or artifacts goes through it), built once: building a
 # statement and computing its cache key was a third of the CPU the read took. GET /v1/jobs/{id} has its
@@ -24,9 +25,6 @@ _GET = (
 def get(session: Session, *, tenant: str, job_id: str) -> Job | None:
     """The job and its artifacts in one round trip (a join; the relationship's own selectin is a second query)."""
     return session.scalars(_GET, {"tenant": tenant, "job_id": job_id}).unique().one_or_none()
-
-
-_UPDATED_AT = select(Job.updated_at).where(Job.tenant_id == bindparam("tenant"), Job.id == bindparam("job_id"))
 
 
 # What JobRead shows of a job and of each artifact: a Core query (no ORM objects to build) of only those
@@ -58,12 +56,6 @@ def read(connection: Connection, *, tenant: str, job_id: str) -> dict[str, Any] 
         dict(zip(_READ_ARTIFACT_COLUMNS, row[width:], strict=True)) for row in rows if row[width] is not None
     ]
     return job
-
-
-def read_updated_at(connection: Connection, *, tenant: str, job_id: str) -> datetime | None:
-    """When the job last changed (its ETag), without reading the rest: what a conditional GET needs first."""
-    rows = _rows(connection, _UPDATED_AT, {"tenant": tenant, "job_id": job_id})
-    return rows[0][0] if rows else None
 
 
 _UTC = UTCDateTime()
@@ -109,9 +101,14 @@ def events_after(session: Session, *, cursors: dict[str, int], limit: int) -> Se
     return session.scalars(select(JobEvent).where(condition).order_by(JobEvent.id).limit(limit)).all()
 
 
+_ID_BY_KEY = select(Job.id).where(Job.tenant_id == bindparam("tenant"), Job.idempotency_key == bindparam("key"))
+
+
 def get_by_idempotency_key(session: Session, *, tenant: str, key: str) -> Job | None:
-    query = select(Job).where(Job.tenant_id == tenant, Job.idempotency_key == key)
-    return session.scalars(query).one_or_none()
+    """The tenant's job with this Idempotency-Key. Asked at every submission that has a key, and nearly always
+    none: so a prebuilt one-column query first, and the job (with its artifacts) only when there is one."""
+    job_id = session.execute(_ID_BY_KEY, {"tenant": tenant, "key": key}).scalar_one_or_none()
+    return None if job_id is None else get(session, tenant=tenant, job_id=job_id)
 
 
 def list_page(session: Session, *, tenant: str, limit: int, after: str | None, status: str | None) -> Sequence[Job]:
@@ -141,6 +138,52 @@ def add(session: Session, job: Job) -> Job:
     return job
 
 
+# The columns a new job is written with; the others start NULL, and time_budget_seconds is the tenant's.
+_NEW_JOB_COLUMNS = (
+    "id", "tenant_id", "status", "spec", "created_at", "updated_at", "progress", "metrics", "attempt",
+    "cancel_requested", "idempotency_key", "request_hash",
+)  # fmt: skip
+_INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its cache key is costly)
+
+
+def _insert_new_job(dialect: str) -> Any:
+    if dialect not in _INSERTS:
+        table = cast(Table, Job.__table__)
+        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        _INSERTS[dialect] = (
+            insert.values(
+                **{name: bindparam(name, type_=table.c[name].type) for name in _NEW_JOB_COLUMNS},
+                time_budget_seconds=func.coalesce(
+                    select(Tenant.job_time_budget_seconds).where(Tenant.id == bindparam("tenant_id")).scalar_subquery(),
+                    bindparam("default_time_budget"),
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(table.c.time_budget_seconds)
+        )
+    return _INSERTS[dialect]
+
+
+def insert_unless_key_taken(session: Session, job: Job, *, default_time_budget: int) -> bool:
+    """Write a new job (every column of `_NEW_JOB_COLUMNS` set on `job`) with its tenant's time budget (its
+    row's, else `default_time_budget`), in one round trip: no ORM flush, and no savepoint to survive the
+    race on its Idempotency-Key, which `ON CONFLICT DO NOTHING` settles instead. False, and nothing
+    written, when another job of the tenant has that key; else `job` joins the session as if loaded."""
+    params = {name: getattr(job, name) for name in _NEW_JOB_COLUMNS}
+    params["default_time_budget"] = default_time_budget
+    budget = session.execute(_insert_new_job(session.get_bind().dialect.name), params).scalar_one_or_none()
+    if budget is None:
+        return False
+    job.time_budget_seconds = budget
+    for name in ("started_at", "finished_at", "error", "lease_expires_at", "worker_id", "dispatched_at"):
+        setattr(job, name, None)
+    job.mlflow_run_id = None
+    set_committed_value(job, "artifacts", [])  # a new job has none: its JobRead must not query them
+    make_transient_to_detached(job)  # as though just loaded: persistent once added, no INSERT of its own
+    session.add(job)
+    return True
+
+
 def transition(session: Session, job: Job, *, from_status: str, **values: Any) -> bool:
     """`UPDATE jobs SET … WHERE id = … AND status = from_status`: False if someone (the worker) moved it first.
 
@@ -154,6 +197,14 @@ def transition(session: Session, job: Job, *, from_status: str, **values: Any) -
     )
     session.refresh(job)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+_INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
+
+
+def insert_event(session: Session, *, job_id: str, type: str, message: str) -> None:
+    """`add_event` where the caller needs no JobEvent back: one INSERT, no ORM flush, no RETURNING."""
+    session.execute(_INSERT_EVENT, {"job_id": job_id, "type": type, "message": message, "level": "info", "data": {}})
 
 
 def add_event(
