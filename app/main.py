@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,6 +63,11 @@ def create_app(
             upgrade_to_head(settings.database_url)
         if listener is not None:
             listener.start()
+        # What is alive now (torch, SQLAlchemy, pydantic: ~320k objects) lives as long as the process: out of
+        # the collector's reach, a full collection no longer walks it, which stopped every request in flight
+        # for 130-240 ms in a burst of submissions (docs/BENCHMARKS.md, bursts).
+        gc.collect()
+        gc.freeze()
         yield
         if listener is not None:
             listener.stop()

@@ -1,10 +1,15 @@
 """Bursts of submissions: 1,000 POST /v1/jobs from 32 clients at once, all 201, none lost, and how long each took.
 
-The API runs as in production (uvicorn, one process, DISTILLERY_AUTH=required) on a scratch Postgres
+The API runs as in production (uvicorn, one process unless --workers, DISTILLERY_AUTH=required) on a scratch Postgres
 database and a Redis broker (db 11); no worker consumes, so every accepted job's message must still be in the
 queue at the end. The bench tenant's limit of live jobs is raised with the operator CLI (`distillery tenants
 set`), its key made with `distillery keys create`. 32 clients (asyncio, one keep-alive connection each) take
-submissions from a shared counter until the burst is done; each has its own Idempotency-Key. Three kinds:
+submissions from a shared counter until the burst is done; each has its own Idempotency-Key.
+
+The bench measures the server, not its clients: they share the API's cores, so they are the lean raw-asyncio
+HTTP/1.1 client of bench/http_client.py (0.13-0.24 ms of CPU per submission where httpx.AsyncClient took 2.5 ms,
+which came out of the API's time). `--client httpx` runs them on httpx for comparison; the CPU the clients
+spent per submission is recorded either way. Three kinds:
 
   builtin       a registry student distilling itself on builtin:digits (mode self): nothing uploaded, so the
                 engine's check runs in the API process; its verdict is remembered after the warm-up
@@ -16,15 +21,16 @@ submissions from a shared counter until the burst is done; each has its own Idem
   probe_cached  the same teacher and spec again: the pass is stored, so no probe runs.
 
 Checked after each burst: every answer 201, one row per submission in `jobs` with dispatched_at set, one
-message per job in the Redis queue. Also the API process's CPU seconds during the burst, the load average
-before and after it, and one submission alone (three in a row, one client; a probe each with a new teacher
+message per job in the Redis queue. Also the API's CPU seconds during the burst (its worker processes too), the
+load average before and after it, and one submission alone (three in a row, one client; a probe each with a new teacher
 for `probe`). py-spy samples the API during the builtin burst (50 Hz, without pausing it; its own CPU comes
 out of the same 2 cores), and its stacks are summed up by part of the request.
 
-    python -m bench.submit_burst [--jobs 1000] [--clients 32] [--probe-jobs 32]
+    python -m bench.submit_burst [--jobs 1000] [--clients 32] [--probe-jobs 32] [--workers 1]
+        [--client raw|httpx] [--loop asyncio|uvloop] [--kinds builtin,probe,probe_cached]
 
 Needs Postgres and Redis (DISTILLERY_TEST_POSTGRES, DISTILLERY_BENCH_REDIS; their standard local ports by
-default). Writes bench/results/submit_burst.json.
+default). Writes bench/results/submit_burst.json (another run: submit_burst_w<workers>_<client>_<kinds>.json).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from uuid import uuid4
 import httpx
 import numpy as np
 
+from bench.http_client import Origin, build_request, exchange
 from bench.services import SMALL_TEACHER_ARCH, postgres_database, redis_database, run_machine, small_teacher
 from tests.e2e.processes import REPO, service_env, start_api
 
@@ -56,6 +63,7 @@ REDIS_DB = 11
 TENANT = "bench"
 QUEUE = "train"
 TARGET_P99_MS = 300.0
+KINDS = ("builtin", "probe", "probe_cached")
 STUDENT = {"architecture": {"name": "mlp", "kwargs": {"hidden": [8]}}}
 
 
@@ -81,16 +89,57 @@ def operator_cli(database_url: str, *args: str) -> str:
     return done.stdout
 
 
-async def burst(url: str, key: str, body: dict[str, Any], *, jobs: int, clients: int, prefix: str) -> dict[str, Any]:
-    """`jobs` submissions by `clients` concurrent clients: latencies (in the order they were sent), statuses."""
+def burst(
+    url: str,
+    key: str,
+    body: dict[str, Any],
+    *,
+    jobs: int,
+    clients: int,
+    prefix: str,
+    client: str = "raw",
+    loop: str = "asyncio",
+) -> dict[str, Any]:
+    """`jobs` submissions by `clients` concurrent clients: latencies (in the order they were sent), statuses,
+    and the CPU the clients (this process) spent per submission.
+
+    `client`: "raw" (bench/http_client.py, the default: it costs the shared cores little, so the burst
+    measures the server) or "httpx" (httpx.AsyncClient, as before, for comparison); `loop`: the clients'
+    event loop, "asyncio" or "uvloop"."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors: list[str] = []
     counter = iter(range(jobs))
     sent: dict[int, float] = {}
-    started = time.perf_counter()
 
-    async def client() -> None:
+    def record(n: int, t0: float, status: int, text: str) -> None:
+        latencies.append(time.perf_counter() - t0)
+        sent[n] = latencies[-1]
+        statuses[status] += 1
+        if status != 201 and len(errors) < 5:
+            errors.append(text[:300])
+
+    async def raw_client() -> None:
+        origin = Origin.of(url)
+        payload = json.dumps(body).encode()
+        reader, writer = await origin.connect()
+        try:
+            for n in counter:
+                t0 = time.perf_counter()
+                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": f"{prefix}-{n}"}
+                request = build_request("POST", origin, "/v1/jobs", headers=headers, body=payload)
+                try:
+                    status, answer = await exchange(reader, writer, request)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    errors.append(repr(exc))
+                    writer.close()
+                    reader, writer = await origin.connect()
+                    continue
+                record(n, t0, status, answer.decode(errors="replace"))
+        finally:
+            writer.close()
+
+    async def httpx_client() -> None:
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as http:
             for n in counter:
@@ -100,14 +149,22 @@ async def burst(url: str, key: str, body: dict[str, Any], *, jobs: int, clients:
                 except httpx.HTTPError as exc:
                     errors.append(repr(exc))
                     continue
-                latencies.append(time.perf_counter() - t0)
-                sent[n] = latencies[-1]
-                statuses[response.status_code] += 1
-                if response.status_code != 201 and len(errors) < 5:
-                    errors.append(response.text[:300])
+                record(n, t0, response.status_code, response.text)
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    async def all_clients() -> None:
+        one = {"raw": raw_client, "httpx": httpx_client}[client]
+        await asyncio.gather(*(one() for _ in range(clients)))
+
+    cpu_before = time.process_time()  # this process's threads only: the clients (the API is a child)
+    started = time.perf_counter()
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(all_clients())
+    else:
+        asyncio.run(all_clients())
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu_before
     ms = np.asarray(latencies) * 1000
     # In submission order: the live jobs of the tenant grow through the burst, and the slot check reads them all.
     ordered = np.asarray([sent[n] for n in sorted(sent)]) * 1000
@@ -115,6 +172,7 @@ async def burst(url: str, key: str, body: dict[str, Any], *, jobs: int, clients:
     return {
         "submitted": len(latencies),
         "clients": clients,
+        "client": f"{client} ({loop})",
         "wall_seconds": round(wall, 2),
         "throughput_per_s": round(len(latencies) / wall, 1),
         "statuses": {str(code): count for code, count in sorted(statuses.items())},
@@ -124,6 +182,7 @@ async def burst(url: str, key: str, body: dict[str, Any], *, jobs: int, clients:
         "max_ms": round(float(ms.max()), 1),
         "p50_first_tenth_ms": round(float(np.percentile(ordered[:tenth], 50)), 1),
         "p50_last_tenth_ms": round(float(np.percentile(ordered[-tenth:], 50)), 1),
+        "client_cpu_ms_per_job": round(1000 * client_cpu / max(len(latencies), 1), 2),
         "errors": errors,
     }
 
@@ -158,11 +217,13 @@ def accounted(database_url: str, redis_url: str, *, prefix: str, expected: int, 
 
 
 @contextmanager
-def profiling(pid: int, raw: Path) -> Iterator[None]:
-    """py-spy on `pid` while the block runs: its stacks, `--nonblocking` (the API is never paused) at 50 Hz."""
+def profiling(pid: int, raw: Path, *, gil: bool = False) -> Iterator[None]:
+    """py-spy on `pid` while the block runs: its stacks, `--nonblocking` (the API is never paused) at 50 Hz.
+    Without pausing it py-spy cannot tell a waiting thread from a running one, so the samples are every
+    thread's wall time; `gil`: only the thread that holds the GIL, i.e. where the Python CPU goes."""
     spy = subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
-         "--nonblocking", "--rate", "50", "-o", str(raw)],
+         "--nonblocking", "--subprocesses", "--rate", "50", "-o", str(raw), *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -205,7 +266,7 @@ _PARTS = {
 }
 
 
-def summarize_stacks(raw: Path) -> dict[str, Any]:
+def summarize_stacks(raw: Path, *, gil: bool) -> dict[str, Any]:
     """py-spy's raw format: one line per distinct stack, `frame;frame;... count`, outermost first."""
     total = 0
     buckets: Counter[str] = Counter()
@@ -234,7 +295,9 @@ def summarize_stacks(raw: Path) -> dict[str, Any]:
     top = [{"function": f, "percent": round(100 * n / max(total, 1), 1)} for f, n in functions.most_common(15)]
     return {
         "samples": total,
-        "note": "py-spy samples (50 Hz) of the threads py-spy found busy; one waiting in psycopg counts",
+        "note": "py-spy samples (50 Hz) of the thread holding the GIL (Python CPU)"
+        if gil
+        else "py-spy samples (50 Hz) of every thread, waiting or not (wall time; --nonblocking cannot tell)",
         "percent_by_part_inclusive": {part: round(100 * parts[part] / max(total, 1), 1) for part in _PARTS},
         "percent_by_innermost_library": share,
         "top_app_functions_inclusive": top,
@@ -246,7 +309,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--probe-jobs", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the API")
+    parser.add_argument("--threadpool", type=int, default=None, help="the API's threadpool_size (default: its own)")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="the clients' HTTP library")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the clients' event loop")
+    parser.add_argument("--gil", action="store_true", help="profile the GIL holder only (CPU), not every thread")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"bursts to run, of {','.join(KINDS)}")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    clients = {"client": args.client, "loop": args.loop}
     load_before = os.getloadavg()
 
     database_url = postgres_database(DATABASE)
@@ -264,33 +335,38 @@ def main() -> None:
             upload_dir=str(root / "files"),
             broker_dir=str(root / "broker"),
         )
-        api = start_api(env, root / "logs", extra_args=["--workers", "1", "--no-access-log", "--log-level", "warning"])
+        if args.threadpool is not None:
+            env["DISTILLERY_THREADPOOL_SIZE"] = str(args.threadpool)
+        flags = ["--workers", str(args.workers), "--no-access-log", "--log-level", "warning"]
+        api = start_api(env, root / "logs", extra_args=flags)
         try:
             with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
                 teachers = Teachers(http, small_teacher(root))
                 # Warm-up: imports (torch for the in-process check), pools, the builtin verdict; another teacher.
                 warmup = {"builtin": builtin_body(), "probe": probe_body(teachers.new())}
                 for kind, body in warmup.items():
-                    asyncio.run(burst(api.url, key, body, jobs=4, clients=2, prefix=f"warmup-{kind}"))
+                    burst(api.url, key, body, jobs=4 * args.workers, clients=2, prefix=f"warmup-{kind}", **clients)
                 # One client, three submissions one after another: the cost of one, without a queue.
                 alone = {
-                    "builtin": _alone(api.url, key, [builtin_body()] * 3),
-                    "probe": _alone(api.url, key, [probe_body(teachers.new()) for _ in range(3)]),
-                    "probe_cached": _alone(api.url, key, [warmup["probe"]] * 3),
+                    "builtin": lambda: [builtin_body()] * 3,
+                    "probe": lambda: [probe_body(teachers.new()) for _ in range(3)],
+                    "probe_cached": lambda: [warmup["probe"]] * 3,
                 }
+                alone_p50 = {kind: _alone(api.url, key, alone[kind](), clients) for kind in kinds}
                 fresh = probe_body(teachers.new())  # never checked: the burst's first submission probes it
             bodies = {"builtin": builtin_body(), "probe": fresh, "probe_cached": fresh}
             sizes = {"builtin": args.jobs, "probe": args.probe_jobs, "probe_cached": args.jobs}
             out = REPO / "bench" / "out"
             out.mkdir(exist_ok=True)
             raw = out / "submit_burst.pyspy.txt"
-            for kind, body in bodies.items():
+            for kind in kinds:
+                body = bodies[kind]
                 load = [round(x, 2) for x in os.getloadavg()]
                 print(f"{kind} burst, load average {load}", flush=True)
                 queued_before = queue_length(redis_url)
                 cpu_before = process_cpu_seconds(api.process.pid)
-                with profiling(api.process.pid, raw) if kind == "builtin" else nullcontext():
-                    stats = asyncio.run(burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=kind))
+                with profiling(api.process.pid, raw, gil=args.gil) if kind == "builtin" else nullcontext():
+                    stats = burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=kind, **clients)
                 stats["api_cpu_ms_per_job"] = round(
                     1000 * (process_cpu_seconds(api.process.pid) - cpu_before) / stats["submitted"], 2
                 )
@@ -299,9 +375,9 @@ def main() -> None:
                 stats["accounted"] = accounted(
                     database_url, redis_url, prefix=kind, expected=stats["submitted"], queued_before=queued_before
                 )
-                stats["alone_p50_ms"] = alone[kind]
+                stats["alone_p50_ms"] = alone_p50[kind]
                 if kind == "builtin":
-                    stats["profile"] = {"raw_stacks": str(raw.relative_to(REPO)), **summarize_stacks(raw)}
+                    stats["profile"] = {"raw_stacks": str(raw.relative_to(REPO)), **summarize_stacks(raw, gil=args.gil)}
                 results[kind] = stats
                 print(json.dumps({k: v for k, v in stats.items() if k != "profile"}), flush=True)
         finally:
@@ -316,11 +392,16 @@ def main() -> None:
         stats["p99_under_target"] = stats["p99_ms"] < TARGET_P99_MS
     result = {
         "machine": run_machine(load_before),
-        "server": "uvicorn, 1 process, --no-access-log, DISTILLERY_AUTH=required; Postgres 15 and Redis 7 on localhost",
+        "server": f"uvicorn, {args.workers} worker process(es), threadpool_size {args.threadpool or 'default'}, "
+        "--no-access-log, DISTILLERY_AUTH=required; "
+        "Postgres 15 and Redis 7 on localhost",
+        "clients": f"{args.clients} x {args.client} HTTP/1.1 keep-alive ({args.loop})",
         "target": f"{args.jobs} submissions, {args.clients} clients: all 201, none lost, p99 < {TARGET_P99_MS:.0f} ms",
         **results,
     }
-    path = _write(result)
+    default = kinds == list(KINDS) and args.workers == 1 and args.client == "raw" and args.threadpool is None
+    threads = "" if args.threadpool is None else f"_t{args.threadpool}"
+    path = _write(result, "" if default else f"_w{args.workers}{threads}_{args.client}_{'_'.join(kinds)}")
     print(f"\n(results in {path})\n")
     columns = ["submission", "alone p50 ms", "jobs", "clients", "all 201", "rows / dispatched / queued"]
     print("| " + " | ".join([*columns, "p50 ms", "p95 ms", "p99 ms", "max ms", "jobs/s", "API CPU ms/job"]) + " |")
@@ -331,7 +412,8 @@ def main() -> None:
         cells += [f"{a['rows']} / {a['dispatched_at_set']} / {a['queue_messages']}"]
         cells += [s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"], s["throughput_per_s"], s["api_cpu_ms_per_job"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
-    print(json.dumps(results["builtin"]["profile"]["percent_by_part_inclusive"], indent=1))
+    if "builtin" in results:
+        print(json.dumps(results["builtin"]["profile"]["percent_by_part_inclusive"], indent=1))
 
 
 class Teachers:
@@ -357,25 +439,29 @@ class Teachers:
         return str(response.json()["id"])
 
 
-def _alone(url: str, key: str, bodies: list[dict[str, Any]]) -> float:
+def _alone(url: str, key: str, bodies: list[dict[str, Any]], clients: dict[str, str]) -> float:
     """The median of these submissions sent one after another by one client."""
     latencies = []
     for n, body in enumerate(bodies):
-        stats = asyncio.run(burst(url, key, body, jobs=1, clients=1, prefix=f"alone-{uuid4().hex[:8]}-{n}"))
+        stats = burst(url, key, body, jobs=1, clients=1, prefix=f"alone-{uuid4().hex[:8]}-{n}", **clients)
         latencies.append(stats["p50_ms"])
     return float(np.median(latencies))
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the process so far (/proc/PID/stat), all its threads."""
+    """User + system CPU seconds so far (/proc/PID/stat) of the process, all its threads, and of its live
+    children (uvicorn's worker processes, with --workers above 1)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return own + sum(process_cpu_seconds(child) for child in children)
 
 
-def _write(result: dict[str, Any]) -> Path:
+def _write(result: dict[str, Any], suffix: str) -> Path:
+    """bench/results/submit_burst.json for the default run, a file of its own for any other."""
     from bench.common import write_result
 
-    return write_result("submit_burst", result)
+    return write_result(f"submit_burst{suffix}", result)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, Tenant
 
+# Built once: every submission reads its tenant's row (locked), and building the statement and its cache key
+# each time showed in the profile of a burst of submissions (docs/BENCHMARKS.md).
+_TENANT = select(Tenant).where(Tenant.id == bindparam("tenant_id"))
+# Serialises one tenant's submissions and uploads, so two at once cannot both pass a limit.
+_TENANT_FOR_UPDATE = _TENANT.with_for_update()
+
 
 def get_tenant(session: Session, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
-    query = select(Tenant).where(Tenant.id == tenant_id)
-    if for_update:
-        # Serialises one tenant's submissions and uploads, so two at once cannot both pass a limit.
-        query = query.with_for_update()
-    return session.scalars(query).one_or_none()
+    query = _TENANT_FOR_UPDATE if for_update else _TENANT
+    return session.scalars(query, {"tenant_id": tenant_id}).one_or_none()
 
 
 def list_tenants(session: Session) -> Sequence[Tenant]:

@@ -159,8 +159,7 @@ async def get_job(
     answer = cache.get(job_id, tenant)
     if answer is None:
 
-        def read(connection: Connection) -> Answer:
-            generation = cache.generation  # before the SELECT: a change heard after it may postdate the row
+        def read(connection: Connection, generation: int) -> Answer:
             job = repository.read(connection, tenant=tenant, job_id=job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
@@ -169,10 +168,12 @@ async def get_job(
                 service.etag_of(job_id, job["updated_at"]),
                 JobRead.model_validate(job).model_dump_json().encode(),
             )
-            cache.store(job_id, fresh, generation=generation)
+            cache.store(job_id, fresh, generation=generation)  # unless a change was heard since `generation`
             return fresh
 
-        answer = await run_in_threadpool(reads.run, read)
+        answer = await cache.read_once(
+            job_id, tenant, lambda generation: run_in_threadpool(reads.run, lambda c: read(c, generation))
+        )
     if if_none_match is not None and service.etag_matches(if_none_match, answer.etag):
         return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": answer.etag})
     return Response(answer.body, media_type="application/json", headers={"ETag": answer.etag})

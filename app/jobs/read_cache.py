@@ -13,6 +13,9 @@ Never stale for longer than a notification takes to arrive (well under a millise
   `generation` a read starts with must still be current when it stores).
 - A change made by this process (a cancel) is forgotten as it commits, before the notification arrives,
   so a client sees its own write at once.
+- While one request reads a job from the database, others that miss the same job wait for its answer
+  instead of reading too (when the job changes, every poller misses at once), unless a change was heard
+  after that read began: then they read anew.
 - Entries are per tenant (a hit must match the request's tenant, as the SQL does), at most `max_entries`,
   the oldest dropped first.
 
@@ -22,8 +25,10 @@ there the cache is off and every GET reads the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -57,6 +62,27 @@ class JobReadCache:
         # Moves on every forget and every (dis)connection of the listener: a read stores only if it has not.
         self.generation = 0
         self.listening = False
+        # (job id, tenant) -> the read in flight on the event loop, and the generation it began at.
+        self._reading: dict[tuple[str, str], tuple[asyncio.Future[Answer], int]] = {}
+
+    async def read_once(self, job_id: str, tenant: str, read: Callable[[int], Awaitable[Answer]]) -> Answer:
+        """`read(generation)`'s answer, shared with the requests that miss the same job meanwhile. The read
+        runs as a task of its own, so a request that gives up does not take it from those still waiting."""
+        key = (job_id, tenant)
+        in_flight = self._reading.get(key)
+        if in_flight is None or in_flight[1] != self.generation:
+            generation = self.generation
+            task = asyncio.ensure_future(read(generation))
+            in_flight = self._reading[key] = (task, generation)
+
+            def done(finished: asyncio.Future[Answer]) -> None:
+                if self._reading.get(key, (None, 0))[0] is finished:
+                    del self._reading[key]
+                if not finished.cancelled():
+                    finished.exception()  # retrieved, even when every request waiting for it has gone
+
+            task.add_done_callback(done)
+        return await asyncio.shield(in_flight[0])
 
     def get(self, job_id: str, tenant: str) -> Answer | None:
         if not self.listening:

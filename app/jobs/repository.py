@@ -121,11 +121,15 @@ def list_page(session: Session, *, tenant: str, limit: int, after: str | None, s
     return session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
 
 
+_COUNT_ACTIVE = (
+    select(func.count()).select_from(Job).where(Job.tenant_id == bindparam("tenant"), Job.status.in_(ACTIVE_STATUSES))
+)
+
+
 def count_active(session: Session, *, tenant: str) -> int:
     """How many of the tenant's jobs are queued or running: one count on (tenant_id, status, id), no rows loaded
-    (loading them made a burst of submissions quadratic, docs/BENCHMARKS.md)."""
-    query = select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(ACTIVE_STATUSES))
-    return int(session.scalar(query) or 0)
+    (loading them made a burst of submissions quadratic, docs/BENCHMARKS.md); the statement built once."""
+    return int(session.scalar(_COUNT_ACTIVE, {"tenant": tenant}) or 0)
 
 
 def list_active(session: Session, *, tenant: str) -> Sequence[Job]:

@@ -199,6 +199,8 @@ def etag_of(job_id: str, updated_at: object) -> str:
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
     """Whether an If-None-Match header names `etag` (weak or strong, one of a list) or is `*`."""
+    if if_none_match == etag:  # what a poller sends back: the ETag it was given
+        return True
     return if_none_match.strip() == "*" or etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
 
 

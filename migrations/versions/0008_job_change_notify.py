@@ -4,8 +4,9 @@
 read_cache.py) and forgets one as soon as Postgres says the job changed: these triggers send the job's id
 on the channel `distillery_job_changed` (NOTIFY, delivered when the writing transaction commits) for every
 change to a job row or to one of its artifacts, whoever makes it (the API, a worker, the reconciler, an
-operator's SQL). A TRUNCATE sends '*': forget everything. Inserting a job sends nothing: no process can
-hold an answer for a job that did not exist.
+operator's SQL), except an UPDATE of only the columns no answer shows (`QUIET`). A TRUNCATE sends '*':
+forget everything. Inserting a job sends nothing: no process can hold an answer for a job that did not
+exist.
 
 Postgres only: SQLite (the embedded mode) has no NOTIFY, and there the API reads every time.
 
@@ -23,6 +24,10 @@ branch_labels = None
 depends_on = None
 
 CHANNEL = "distillery_job_changed"  # app.jobs.read_cache.CHANNEL
+# The row without the columns no answer shows and that change without the job changing: the dispatch time
+# (written for every submission, in a burst a thousand a second) and the worker's lease (renewed every few
+# seconds). An UPDATE that changes only these notifies nobody. A column added later notifies by default.
+QUIET = "(to_jsonb({row}) - 'dispatched_at' - 'lease_expires_at' - 'worker_id')"
 
 UPGRADE = f"""
 CREATE FUNCTION notify_job_changed() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -38,7 +43,10 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER jobs_notify_changed AFTER UPDATE OR DELETE ON jobs
+CREATE TRIGGER jobs_notify_changed AFTER UPDATE ON jobs
+    FOR EACH ROW WHEN ({QUIET.format(row="OLD")} IS DISTINCT FROM {QUIET.format(row="NEW")})
+    EXECUTE FUNCTION notify_job_changed();
+CREATE TRIGGER jobs_notify_deleted AFTER DELETE ON jobs
     FOR EACH ROW EXECUTE FUNCTION notify_job_changed();
 CREATE TRIGGER jobs_notify_truncated AFTER TRUNCATE ON jobs
     FOR EACH STATEMENT EXECUTE FUNCTION notify_job_changed();
@@ -52,6 +60,7 @@ DOWNGRADE = """
 DROP TRIGGER artifacts_notify_truncated ON artifacts;
 DROP TRIGGER artifacts_notify_changed ON artifacts;
 DROP TRIGGER jobs_notify_truncated ON jobs;
+DROP TRIGGER jobs_notify_deleted ON jobs;
 DROP TRIGGER jobs_notify_changed ON jobs;
 DROP FUNCTION notify_job_changed();
 """

@@ -65,17 +65,27 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def job_id(engine: Engine, app: FastAPI) -> Iterator[str]:
-    """A queued job of the app's tenant, committed; deleted after the test."""
+def new_job(engine: Engine, app: FastAPI) -> Iterator[Callable[[], str]]:
+    """Makes queued jobs of the app's tenant, committed; deleted after the test."""
     from sqlalchemy.orm import Session
 
-    with Session(engine) as session:
-        job = repository.add(session, Job(tenant_id=app.state.settings.default_tenant, status="queued", spec={}))
-        session.commit()
-        job_id = job.id
-    yield job_id
+    made: list[str] = []
+
+    def make() -> str:
+        with Session(engine) as session:
+            job = repository.add(session, Job(tenant_id=app.state.settings.default_tenant, status="queued", spec={}))
+            session.commit()
+            made.append(job.id)
+        return made[-1]
+
+    yield make
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": job_id})
+        connection.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)"), {"ids": made})
+
+
+@pytest.fixture
+def job_id(new_job: Callable[[], str]) -> str:
+    return new_job()
 
 
 def set_progress(engine: Engine, job_id: str, epoch: int, *, notify: bool = True) -> None:
@@ -128,6 +138,29 @@ def test_a_change_is_heard_and_the_next_answer_shows_it(
         )
     wait_for(lambda: cache.get(job_id, tenant) is None, "forgotten after the artifact")
     assert [a["name"] for a in client.get(f"/v1/jobs/{job_id}").json()["artifacts"]] == ["report.json"]
+
+
+def test_a_dispatch_or_lease_write_tells_nobody(
+    client: TestClient, app: FastAPI, engine: Engine, job_id: str, new_job: Callable[[], str]
+) -> None:
+    """A burst of submissions writes dispatched_at a thousand times a second and a worker renews its lease:
+    no answer shows them, so they notify nobody."""
+    cache: JobReadCache = app.state.job_cache
+    tenant = app.state.settings.default_tenant
+    marker = new_job()
+    client.get(f"/v1/jobs/{job_id}")
+    generation = cache.generation
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE jobs SET dispatched_at = :now, lease_expires_at = :now, worker_id = 'w1' WHERE id = :id"),
+            {"now": utcnow(), "id": job_id},
+        )
+    # A visible change of another job, in a later transaction: notifications arrive in commit order, so once
+    # this one is heard, one from the quiet write would have been heard before it.
+    set_progress(engine, marker, 1)
+    wait_for(lambda: cache.generation > generation, "the marker heard")
+    assert cache.generation == generation + 1
+    assert cache.get(job_id, tenant) is not None
 
 
 def test_a_deleted_job_is_not_found_once_heard(client: TestClient, app: FastAPI, engine: Engine, job_id: str) -> None:
@@ -226,3 +259,56 @@ def test_the_oldest_answer_goes_first_and_a_truncate_forgets_all() -> None:
     assert [cache.get(job, "t1") is not None for job in ("job_1", "job_2", "job_3")] == [False, True, True]
     cache.forget(FORGET_ALL)
     assert cache.get("job_2", "t1") is None and cache.get("job_3", "t1") is None
+
+
+def test_misses_of_one_job_share_one_read_unless_a_change_was_heard_meanwhile() -> None:
+    """When a polled job changes, every poller misses at once: one database read answers them all, except
+    those that arrive after a newer change was heard (what the running read returns may predate it)."""
+    import asyncio
+
+    cache = listening_cache()
+    reads: list[int] = []
+
+    async def scenario() -> tuple[list[Answer], list[Answer]]:
+        release = asyncio.Event()
+
+        async def read(generation: int) -> Answer:
+            reads.append(generation)
+            number = len(reads)
+            await release.wait()
+            return answer(etag=f'"{number}"')
+
+        first = [asyncio.ensure_future(cache.read_once("job_1", "t1", read)) for _ in range(20)]
+        await asyncio.sleep(0)
+        cache.forget("job_1")  # a change heard while that read runs
+        later = [asyncio.ensure_future(cache.read_once("job_1", "t1", read)) for _ in range(5)]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(*first), await asyncio.gather(*later)
+
+    first, later = asyncio.run(scenario())
+    assert len(reads) == 2 and reads[0] < reads[1]
+    assert {a.etag for a in first} == {'"1"'} and {a.etag for a in later} == {'"2"'}
+
+
+def test_a_failed_shared_read_fails_every_waiter_and_the_next_miss_reads_again() -> None:
+    import asyncio
+
+    cache = listening_cache()
+    calls = 0
+
+    async def failing(_generation: int) -> Answer:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise LookupError("no job")
+
+    async def scenario() -> list[BaseException | Answer]:
+        return await asyncio.gather(
+            *(cache.read_once("job_1", "t1", failing) for _ in range(3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert calls == 1 and all(isinstance(o, LookupError) for o in outcomes)
+    asyncio.run(scenario())
+    assert calls == 2
