@@ -5,7 +5,8 @@ processes, Postgres and Redis (`--stack redis`, the default), or SQLite and the 
 (`--stack embedded`, what `make run` starts). N jobs are submitted one after another over HTTP, each once
 the previous one has finished, so the worker is always idle when a job arrives. Two measures per job:
   db     started_at - created_at, both written by the service (the API's insert, the worker's claim);
-         also created_at → dispatched_at, which the API records once its send (after the commit) returned.
+         also created_at → dispatched_at: the send's time in the results recorded before 2026-12-06, 0 since
+         (the API now writes dispatched_at with the row, and clears it only when the send fails).
   client from just before POST /v1/jobs to the first GET /v1/jobs/{id} (polled every 5 ms) that no
          longer says 'queued': what a user sees, including the HTTP round trips and the POST itself
          (reported alone too: submission validates the spec, which loads the teacher).
@@ -171,7 +172,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for key, label in [
         ("submit_to_running_db", "submit → running (DB: started_at − created_at)"),
-        ("created_to_dispatched_db", "created → dispatched_at recorded (API: commit, send)"),
+        ("created_to_dispatched_db", "created → dispatched_at (0: written with the row since 2026-12-06)"),
         ("submit_to_running_client", "submit → running (client: POST, then GET every 5 ms)"),
         ("post_response_client", "POST /v1/jobs response (validation loads the teacher)"),
     ]:

@@ -20,14 +20,16 @@ spent per submission is recorded either way. Three kinds:
                 share its pass (single flight); `--probe-jobs` submissions;
   probe_cached  the same teacher and spec again: the pass is stored, so no probe runs.
 
-Checked after each burst: every answer 201, one row per submission in `jobs` with dispatched_at set, one
-message per job in the Redis queue. Also the API's CPU seconds during the burst (its worker processes too), the
-load average before and after it, and one submission alone (three in a row, one client; a probe each with a new teacher
-for `probe`). py-spy samples the API during the builtin burst (50 Hz, without pausing it; its own CPU comes
-out of the same 2 cores), and its stacks are summed up by part of the request.
+Checked after each burst: every answer 201, one row per submission in `jobs` with dispatched_at set (written
+with the row, cleared if the send fails), one message per job in the Redis queue. Also the API's CPU seconds
+during the burst (its worker processes too), the load average before and after it, and one submission alone
+(three in a row, one client; a probe each with a new teacher for `probe`). py-spy samples the API during the
+first builtin burst (50 Hz, without pausing it; its own CPU comes out of the same 2 cores; `--no-profile`: not),
+and its stacks are summed up by part of the request.
 
     python -m bench.submit_burst [--jobs 1000] [--clients 32] [--probe-jobs 32] [--workers 1]
-        [--client raw|httpx] [--loop asyncio|uvloop] [--kinds builtin,probe,probe_cached]
+        [--client raw|httpx] [--loop asyncio|uvloop] [--kinds builtin,probe,probe_cached] [--repeat N]
+        [--no-profile]
 
 Needs Postgres and Redis (DISTILLERY_TEST_POSTGRES, DISTILLERY_BENCH_REDIS; their standard local ports by
 default). Writes bench/results/submit_burst.json (another run: submit_burst_w<workers>_<client>_<kinds>.json).
@@ -261,7 +263,7 @@ _PARTS = {
     "engine check (check_job, probe-slot thread)": "check_job (distill/validate.py",
     "commit (app.db._commit, with the after-commit send)": "_commit (app/db.py",
     "  of which the send (Celery to Redis)": "Celery.send_task (",
-    "  of which dispatched_at (group commit)": "DispatchRecorder.record (app/queue.py",
+    "  of which clearing dispatched_at after a failed send": "mark_unsent (app/queue.py",
     "pool pre-ping at checkout (SELECT 1)": "do_ping (",
 }
 
@@ -315,6 +317,10 @@ def main() -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the clients' event loop")
     parser.add_argument("--gil", action="store_true", help="profile the GIL holder only (CPU), not every thread")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"bursts to run, of {','.join(KINDS)}")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the builtin and probe_cached bursts this many times (r2-builtin, …)"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="no py-spy during the builtin burst")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     clients = {"client": args.client, "loop": args.loop}
@@ -359,26 +365,32 @@ def main() -> None:
             out = REPO / "bench" / "out"
             out.mkdir(exist_ok=True)
             raw = out / "submit_burst.pyspy.txt"
-            for kind in kinds:
+            # Repeats of a burst are named r2-builtin, …: the accounting finds a burst's rows by prefix.
+            runs = [(kind, kind) for kind in kinds] + [
+                (kind, f"r{n}-{kind}") for n in range(2, args.repeat + 1) for kind in kinds if kind != "probe"
+            ]
+            for kind, name in runs:
                 body = bodies[kind]
                 load = [round(x, 2) for x in os.getloadavg()]
-                print(f"{kind} burst, load average {load}", flush=True)
+                print(f"{name} burst, load average {load}", flush=True)
                 queued_before = queue_length(redis_url)
                 cpu_before = process_cpu_seconds(api.process.pid)
-                with profiling(api.process.pid, raw, gil=args.gil) if kind == "builtin" else nullcontext():
-                    stats = burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=kind, **clients)
+                profiled = name == "builtin" and not args.no_profile
+                with profiling(api.process.pid, raw, gil=args.gil) if profiled else nullcontext():
+                    stats = burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=name, **clients)
                 stats["api_cpu_ms_per_job"] = round(
                     1000 * (process_cpu_seconds(api.process.pid) - cpu_before) / stats["submitted"], 2
                 )
                 stats["load_avg_before"] = load
                 stats["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
                 stats["accounted"] = accounted(
-                    database_url, redis_url, prefix=kind, expected=stats["submitted"], queued_before=queued_before
+                    database_url, redis_url, prefix=name, expected=stats["submitted"], queued_before=queued_before
                 )
                 stats["alone_p50_ms"] = alone_p50[kind]
-                if kind == "builtin":
+                stats["profiled"] = profiled
+                if profiled:
                     stats["profile"] = {"raw_stacks": str(raw.relative_to(REPO)), **summarize_stacks(raw, gil=args.gil)}
-                results[kind] = stats
+                results[name] = stats
                 print(json.dumps({k: v for k, v in stats.items() if k != "profile"}), flush=True)
         finally:
             api.stop()
@@ -399,9 +411,12 @@ def main() -> None:
         "target": f"{args.jobs} submissions, {args.clients} clients: all 201, none lost, p99 < {TARGET_P99_MS:.0f} ms",
         **results,
     }
-    default = kinds == list(KINDS) and args.workers == 1 and args.client == "raw" and args.threadpool is None
+    default = (kinds == list(KINDS) and args.workers == 1 and args.client == "raw" and args.threadpool is None) and (
+        args.repeat == 1 and not args.no_profile
+    )
     threads = "" if args.threadpool is None else f"_t{args.threadpool}"
-    path = _write(result, "" if default else f"_w{args.workers}{threads}_{args.client}_{'_'.join(kinds)}")
+    repeats = "" if args.repeat == 1 else f"_x{args.repeat}"
+    path = _write(result, "" if default else f"_w{args.workers}{threads}_{args.client}_{'_'.join(kinds)}{repeats}")
     print(f"\n(results in {path})\n")
     columns = ["submission", "alone p50 ms", "jobs", "clients", "all 201", "rows / dispatched / queued"]
     print("| " + " | ".join([*columns, "p50 ms", "p95 ms", "p99 ms", "max ms", "jobs/s", "API CPU ms/job"]) + " |")
@@ -412,7 +427,7 @@ def main() -> None:
         cells += [f"{a['rows']} / {a['dispatched_at_set']} / {a['queue_messages']}"]
         cells += [s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"], s["throughput_per_s"], s["api_cpu_ms_per_job"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
-    if "builtin" in results:
+    if "profile" in results.get("builtin", {}):
         print(json.dumps(results["builtin"]["profile"]["percent_by_part_inclusive"], indent=1))
 
 

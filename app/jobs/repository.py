@@ -145,7 +145,7 @@ def add(session: Session, job: Job) -> Job:
 # The columns a new job is written with; the others start NULL, and time_budget_seconds is the tenant's.
 _NEW_JOB_COLUMNS = (
     "id", "tenant_id", "status", "spec", "created_at", "updated_at", "progress", "metrics", "attempt",
-    "cancel_requested", "idempotency_key", "request_hash",
+    "cancel_requested", "idempotency_key", "request_hash", "dispatched_at",
 )  # fmt: skip
 _INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its cache key is costly)
 
@@ -179,7 +179,7 @@ def insert_unless_key_taken(session: Session, job: Job, *, default_time_budget: 
     if budget is None:
         return False
     job.time_budget_seconds = budget
-    for name in ("started_at", "finished_at", "error", "lease_expires_at", "worker_id", "dispatched_at"):
+    for name in ("started_at", "finished_at", "error", "lease_expires_at", "worker_id"):
         setattr(job, name, None)
     job.mlflow_run_id = None
     set_committed_value(job, "artifacts", [])  # a new job has none: its JobRead must not query them

@@ -130,6 +130,7 @@ def _write_job(
         cancel_requested=False,
         idempotency_key=key,
         request_hash=digest,
+        dispatched_at=now,  # the send below; the queue clears it if the send fails
     )
     if not repository.insert_unless_key_taken(session, job, default_time_budget=settings.job_time_budget_seconds):
         # Another request with the same key committed between our lookup and our insert.
@@ -142,8 +143,10 @@ def _write_job(
     if plan.inputs and not plan.passed:  # the probe passed just now: other processes need not run it again
         verdicts_repository.record_pass(session, tenant=tenant, key=plan.verdict, now=now)
     check_job_slot(session, tenant=tenant, settings=settings, lock=True, written=1)
-    # The worker must find a committed row when the message arrives, hence after commit. If the send
-    # fails, dispatched_at stays NULL and the worker's reconciler re-sends it.
+    # The worker must find a committed row when the message arrives, hence after commit. dispatched_at is
+    # written with the row, as the reconciler marks a job before it sends: if the send fails, the queue sets
+    # it back to NULL and the reconciler re-sends the job within a round; if this process dies before it
+    # sends, the reconciler finds no message in the broker once dispatched_at is redispatch_seconds old.
     job_id = job.id
     after_commit(session, lambda: queue.send_run_job(job_id))
     return job, True

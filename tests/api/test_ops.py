@@ -91,18 +91,44 @@ def test_framework_errors_use_the_envelope(api: FastAPI, client: TestClient) -> 
     assert "secret" not in error["message"]
 
 
-def test_celery_queue_sends_then_marks_dispatched(
+def test_celery_queue_sends_and_a_failed_send_clears_dispatched(
     db_session: Session, session_factory: sessionmaker[Session], tenant: str, tmp_path: Path
 ) -> None:
-    """The real Celery client: an in-memory broker accepts the message; a dead one leaves dispatched_at NULL."""
-    job = make_job(db_session, tenant)
+    """The real Celery client. A submission writes dispatched_at with the row: an in-memory broker accepts the
+    message and it stays; a dead broker sets it back to NULL, for the reconciler's next round."""
+    job = make_job(db_session, tenant, dispatched_at=utcnow())
     settings = Settings(broker_url="memory://", broker_dir=tmp_path)
     CeleryJobQueue(settings, session_factory).send_run_job(job.id)
     db_session.expire_all()
     assert db_session.scalars(select(Job.dispatched_at).where(Job.id == job.id)).one() is not None
 
-    lost = make_job(db_session, tenant)
+    lost = make_job(db_session, tenant, dispatched_at=utcnow())
     down = Settings(broker_url="redis://127.0.0.1:1/0", broker_timeout_seconds=0.5)
     CeleryJobQueue(down, session_factory).send_run_job(lost.id)  # logs, does not raise
     db_session.expire_all()
     assert db_session.scalars(select(Job.dispatched_at).where(Job.id == lost.id)).one() is None
+
+
+def test_a_submission_is_marked_dispatched_unless_its_send_failed(
+    api_settings: Settings, session_factory: sessionmaker[Session], db_session: Session, api_key: str
+) -> None:
+    """Through the API with the real Celery client: 201 either way; the job's dispatched_at stays when the
+    broker took the message and is NULL when it was down, for the reconciler's next round."""
+    body = {
+        "student": {"architecture": {"name": "mlp", "kwargs": {"hidden": [8]}}},
+        "dataset": {"train": "builtin:digits"},
+        "mode": "self",
+        "training": {"epochs": 1},
+    }
+    headers = {"Authorization": f"Bearer {api_key}"}
+    dispatched = {}
+    for broker, settings in {
+        "up": api_settings,
+        "down": api_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "broker_timeout_seconds": 0.5}),
+    }.items():
+        with TestClient(create_app(settings, session_factory=session_factory), headers=headers) as client:
+            response = client.post("/v1/jobs", json=body)
+        assert response.status_code == 201, response.text
+        db_session.expire_all()
+        dispatched[broker] = db_session.scalars(select(Job.dispatched_at).where(Job.id == response.json()["id"])).one()
+    assert dispatched["up"] is not None and dispatched["down"] is None
