@@ -15,7 +15,8 @@ The targets:
 - `job_changing`: a second job whose progress is written every CHANGE_SECONDS while it is polled (a worker
   writes at most every 0.5 s), so every change is heard and read again from the database.
 - `job_db`: the first job from a second API process with the cache off (DISTILLERY_JOB_READ_CACHE_ENTRIES=0):
-  every request is the one autocommit SELECT of the job joined with its artifacts, plus JSON.
+  every request misses, and concurrent misses of one job share one read (single flight), the autocommit
+  SELECT of the job joined with its artifacts, plus JSON.
 
 Besides requests/s, each round reads the server process's CPU time (utime + stime from /proc), so the CPU
 cost of one request is measured too: on a shared, loaded machine that figure moves far less than throughput.
