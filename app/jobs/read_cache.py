@@ -107,7 +107,8 @@ class JobReadCache:
             else:
                 self._answers.pop(job_id, None)
 
-    def _set_listening(self, listening: bool) -> None:
+    def set_listening(self, listening: bool) -> None:
+        """The listener (dis)connected: either way what is kept may have missed a change, so forget it all."""
         with self._lock:
             self.generation += 1
             self.listening = listening
@@ -129,7 +130,7 @@ class ChangeListener:
     def stop(self) -> None:
         """Stop listening; the thread ends within IDLE_CHECK_SECONDS (a daemon: it never holds up an exit)."""
         self._stopped.set()
-        self.cache._set_listening(False)
+        self.cache.set_listening(False)
 
     @classmethod
     def for_sessions(cls, cache: JobReadCache, factory: SessionFactory) -> ChangeListener | None:
@@ -147,13 +148,13 @@ class ChangeListener:
                     self._conninfo, autocommit=True, connect_timeout=5, application_name="distillery-job-listener"
                 ) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
-                    self.cache._set_listening(True)
+                    self.cache.set_listening(True)
                     self._listen(connection)
             except psycopg.Error as exc:
                 if self.cache.listening:
                     log.warning("job change listener lost its connection (%s); reading every job", exc)
             finally:
-                self.cache._set_listening(False)
+                self.cache.set_listening(False)
             self._stopped.wait(RECONNECT_SECONDS)
 
     def _listen(self, connection: psycopg.Connection) -> None:

@@ -33,6 +33,19 @@ def request_hash(spec: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _admit(
+    session: Session, *, tenant: str, settings: Settings, spec: JobCreate, idempotency_key: str | None
+) -> tuple[str, Job | None]:
+    """What every submission asks first: its metadata within limits (else 422), the body's hash, and the job an
+    earlier request with this Idempotency-Key made (its replay: 409 if that body differed), if any."""
+    check_metadata(spec.metadata, settings)
+    digest = request_hash(spec)
+    if idempotency_key is None:
+        return digest, None
+    existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
+    return digest, None if existing is None else _replay(existing, digest)
+
+
 def submit_job(
     session: Session,
     *,
@@ -47,12 +60,9 @@ def submit_job(
 
     The caller must end this read-only transaction before the check runs, so that no connection waits on
     a model (DESIGN §2), then call `create_job(checked=plan)`."""
-    check_metadata(spec.metadata, settings)
-    digest = request_hash(spec)
-    if idempotency_key is not None:
-        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest), False
+    digest, replayed = _admit(session, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key)
+    if replayed is not None:
+        return replayed, False
     plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
     if not plan.passed:
         check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
@@ -77,12 +87,9 @@ def create_job(
     `checked`: the spec was checked already, outside this transaction (`submit_job`, then
     validation.check_once: what the endpoint does, so that no connection is held while the probe
     runs); here its files are only locked. Without it every check runs now."""
-    check_metadata(spec.metadata, settings)
-    digest = request_hash(spec)
-    if idempotency_key is not None:
-        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest), False
+    digest, replayed = _admit(session, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key)
+    if replayed is not None:
+        return replayed, False
     if checked is None:
         check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
         checked = validate_job(session, tenant=tenant, settings=settings, spec=spec)

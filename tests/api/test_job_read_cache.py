@@ -221,7 +221,7 @@ def answer(tenant: str = "t1", etag: str = '"e"') -> Answer:
 
 def listening_cache(max_entries: int = 10) -> JobReadCache:
     cache = JobReadCache(max_entries)
-    cache._set_listening(True)
+    cache.set_listening(True)
     return cache
 
 
@@ -245,10 +245,10 @@ def test_a_read_that_overlapped_a_change_is_not_kept() -> None:
 def test_nothing_is_kept_or_served_while_not_listening() -> None:
     cache = listening_cache()
     cache.store("job_1", answer(), generation=cache.generation)
-    cache._set_listening(False)
+    cache.set_listening(False)
     assert cache.get("job_1", "t1") is None
     cache.store("job_2", answer(), generation=cache.generation)
-    cache._set_listening(True)
+    cache.set_listening(True)
     assert cache.get("job_1", "t1") is None and cache.get("job_2", "t1") is None
 
 
