@@ -15,12 +15,14 @@ commit runs in a thread of its own. The pool has room for every worker thread (S
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from functools import lru_cache, wraps
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
+import psycopg
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -36,6 +38,7 @@ T = TypeVar("T")
 SessionFactory = sessionmaker[Session]
 _AFTER_COMMIT = "distillery.after_commit"
 _AFTER_ROLLBACK = "distillery.after_rollback"
+_ENDED = "distillery.ended"
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
@@ -140,6 +143,24 @@ class Reads:
             self._engine.dispose()
 
 
+@contextmanager
+def driver_connection(session: Session) -> Iterator[Any]:
+    """The psycopg connection under the session's, in its transaction: for what SQLAlchemy cannot send, a
+    pipeline of statements in one round trip (jobs.repository.write_new_job).
+
+    Its errors come out as SQLAlchemy's, as everywhere else: the error handlers answer 503 for a database that
+    went away, and a connection that broke is invalidated, so the pool does not hand it out again."""
+    connection = session.connection()
+    raw: Any = connection.connection.driver_connection
+    try:
+        yield raw
+    except psycopg.Error as exc:
+        broken = bool(raw.broken)
+        if broken:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=broken) from exc
+
+
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the request's transaction has committed; dropped if it rolls back."""
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
@@ -183,6 +204,18 @@ def _roll_back(session: Session) -> None:
     _run(callbacks)
 
 
+def end_request_transaction(session: Session) -> None:
+    """Commit the request's transaction now, in the endpoint's `in_worker_thread` step, and run the after-commit
+    callbacks there: what get_session would do after the endpoint returns, without a second thread for it.
+
+    For an endpoint whose answer is built from what it wrote (a submission: its commit and its send were a
+    second hop through a thread, 4 % of a burst's CPU, docs/BENCHMARKS.md). The session is closed after
+    this; get_session's exit then has nothing left to do. If the commit fails it is rolled back, and the
+    error propagates as it would from get_session."""
+    session.info[_ENDED] = True
+    _commit(session)
+
+
 async def _end_in_thread(end: Callable[[Session], None], session: Session) -> None:
     # The session may hold a connection here, so the commit must not queue for a thread of AnyIO's shared
     # pool: every one of those could be a request waiting for a connection (the deadlock in_worker_thread
@@ -203,9 +236,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await _end_in_thread(_roll_back, session)
+        if not session.info.get(_ENDED):
+            await _end_in_thread(_roll_back, session)
         raise
-    await _end_in_thread(_commit, session)
+    if not session.info.get(_ENDED):
+        await _end_in_thread(_commit, session)
 
 
 def in_worker_thread(endpoint: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:

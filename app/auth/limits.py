@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from app.models import Tenant
 from app.settings import Settings
+
+
+class LimitOverrides(Protocol):
+    """What a tenant's row says of its limits (a `Tenant`, or the row a submission reads with its job)."""
+
+    @property
+    def max_concurrent_jobs(self) -> int | None: ...
+    @property
+    def max_storage_bytes(self) -> int | None: ...
+    @property
+    def max_upload_bytes(self) -> int | None: ...
+    @property
+    def job_time_budget_seconds(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -16,7 +29,7 @@ class TenantLimits:
     job_time_budget_seconds: int
 
     @classmethod
-    def of(cls, tenant: Tenant | None, settings: Settings) -> TenantLimits:
+    def of(cls, tenant: LimitOverrides | None, settings: Settings) -> TenantLimits:
         def pick(override: int | None, default: int) -> int:
             return default if override is None else override
 

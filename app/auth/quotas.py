@@ -21,22 +21,24 @@ class StorageQuotaExceeded(PayloadTooLarge):
     code = "storage_quota_exceeded"
 
 
-def check_job_slot(session: Session, *, tenant: str, settings: Settings, lock: bool, written: int = 0) -> TenantLimits:
-    """429 `too_many_jobs` (with Retry-After) when the tenant already has its limit of unfinished jobs.
-
-    `written`: jobs this transaction has inserted already, which the count sees and must not hold against
-    it. A submission writes its job first and takes the lock last, so the lock is held for this check and
-    the commit only (docs/BENCHMARKS.md, bursts); a 429 then rolls the job back with the rest."""
+def check_job_slot(session: Session, *, tenant: str, settings: Settings, lock: bool) -> TenantLimits:
+    """429 `too_many_jobs` (with Retry-After) when the tenant already has its limit of unfinished jobs."""
     limits = tenant_limits(session, tenant=tenant, settings=settings, lock=lock)
-    active = jobs_repository.count_active(session, tenant=tenant) - written
-    if active >= limits.max_concurrent_jobs:
+    refuse_when_full(limits, live_jobs=jobs_repository.count_active(session, tenant=tenant), settings=settings)
+    return limits
+
+
+def refuse_when_full(limits: TenantLimits, *, live_jobs: int, settings: Settings) -> None:
+    """The rule of job slots: 429 `too_many_jobs` when `live_jobs` (queued or running, not counting the one
+    being submitted) have reached the tenant's limit. A submission counts under its tenant's row lock, taken
+    with its job's write (jobs.repository.write_new_job), and a 429 rolls that job back."""
+    if live_jobs >= limits.max_concurrent_jobs:
         raise TooManyRequests(
-            f"{active} jobs are queued or running, the limit of this tenant is {limits.max_concurrent_jobs}; "
+            f"{live_jobs} jobs are queued or running, the limit of this tenant is {limits.max_concurrent_jobs}; "
             "submit again when one has finished (or cancel one)",
             code="too_many_jobs",
             retry_after=settings.too_many_jobs_retry_after_seconds,
         )
-    return limits
 
 
 def check_storage(session: Session, *, tenant: str, settings: Settings, incoming_bytes: int) -> TenantLimits:

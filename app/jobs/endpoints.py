@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Connection
 
-from app.db import after_commit, in_worker_thread
+from app.db import after_commit, end_request_transaction, in_worker_thread
 from app.dependencies import (
     EventHubDep,
     JobCacheDep,
@@ -90,7 +90,9 @@ async def create_job(
             session.rollback()  # it only read: its connection goes back to the pool before the check
             return outcome
         row, created = outcome
-        return JobRead.model_validate(row), created
+        answer = JobRead.model_validate(row)
+        end_request_transaction(session)  # commit and send here, not in a second thread (app/db.py)
+        return answer, created
 
     outcome = await submit()
     if isinstance(outcome, tuple):
@@ -110,7 +112,9 @@ async def create_job(
                 idempotency_key=idempotency_key,
                 checked=checked,
             )
-            return JobRead.model_validate(row), created
+            answer = JobRead.model_validate(row)
+            end_request_transaction(session)
+            return answer, created
 
         job, created = await create()
     # The answer as bytes, as get_job does: FastAPI would validate the JobRead once more against the

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
+from psycopg.types.json import Json
 from sqlalchemy import Connection, Select, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.db import driver_connection
 from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, Tenant, UTCDateTime
 
 # A hot query (every read of a job's events, metrics or artifacts goes through it), built once: building a
@@ -148,7 +151,106 @@ _NEW_JOB_COLUMNS = (
     "id", "tenant_id", "status", "spec", "created_at", "updated_at", "progress", "metrics", "attempt",
     "cancel_requested", "idempotency_key", "request_hash", "dispatched_at",
 )  # fmt: skip
+_JSON_COLUMNS = ("spec", "progress", "metrics")
+_LIMIT_COLUMNS = ("max_concurrent_jobs", "max_storage_bytes", "max_upload_bytes", "job_time_budget_seconds")
+
+
+class TenantRow(NamedTuple):
+    """The tenant's limit overrides, as read (and locked) with its new job."""
+
+    max_concurrent_jobs: int | None
+    max_storage_bytes: int | None
+    max_upload_bytes: int | None
+    job_time_budget_seconds: int | None
+
+
+@dataclass(frozen=True)
+class NewJobWrite:
+    """What writing a new job found. `inserted` False: another job of the tenant has its Idempotency-Key, and
+    nothing was written. Else `tenant` is the tenant's row (None if it has none), locked until the transaction
+    ends, and `live_jobs` the tenant's queued and running jobs counted after that lock, the new one included."""
+
+    inserted: bool
+    tenant: TenantRow | None = None
+    live_jobs: int = 0
+
+
+# Postgres: three statements sent in one round trip (psycopg's pipeline; the server runs them in order, each
+# with a snapshot of its own, so the count sees every job committed before the lock was granted):
+# 1. the job with its `queued` event, unless its key is taken (ON CONFLICT, no savepoint), its time budget the
+#    tenant's override or the default;
+_PG_INSERT_JOB = f"""
+WITH job AS (
+    INSERT INTO jobs ({", ".join(_NEW_JOB_COLUMNS)}, time_budget_seconds)
+    VALUES ({", ".join(f"%({name})s" for name in _NEW_JOB_COLUMNS)},
+            coalesce((SELECT job_time_budget_seconds FROM tenants WHERE id = %(tenant_id)s::varchar),
+                     %(default_time_budget)s))
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING id, time_budget_seconds
+), event AS (
+    INSERT INTO job_events (job_id, created_at, level, type, message, data)
+    SELECT id, %(created_at)s, 'info', %(event_type)s, %(event_message)s, '{{}}' FROM job
+)
+SELECT time_budget_seconds FROM job
+"""
+# 2. the tenant's row, locked: it serialises the tenant's submissions until they commit, so it is taken last,
+#    after the writes (a burst of one tenant's submissions waited on it, docs/BENCHMARKS.md);
+_PG_LOCK_TENANT = f"SELECT {', '.join(_LIMIT_COLUMNS)} FROM tenants WHERE id = %(tenant_id)s FOR UPDATE"
+# 3. its live jobs, on (tenant_id, status, id), no rows loaded.
+_PG_COUNT_LIVE = (
+    "SELECT count(*) FROM jobs WHERE tenant_id = %(tenant_id)s AND status IN "
+    f"({', '.join(repr(status) for status in ACTIVE_STATUSES)})"
+)
+_INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 _INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its cache key is costly)
+
+
+def write_new_job(
+    session: Session, job: Job, *, default_time_budget: int, event_type: str, event_message: str
+) -> NewJobWrite:
+    """Write a new job (every column of `_NEW_JOB_COLUMNS` set on `job`) and its first event, then lock its
+    tenant's row and count the tenant's live jobs (see NewJobWrite). On Postgres that is one round trip;
+    elsewhere (SQLite, one process) the same steps one by one. When written, `job` joins the session as if
+    loaded (no flush; its artifacts known to be none, so its JobRead queries nothing)."""
+    params: dict[str, Any] = {name: getattr(job, name) for name in _NEW_JOB_COLUMNS}
+    params.update(default_time_budget=default_time_budget, event_type=event_type, event_message=event_message)
+    if session.get_bind().dialect.name == "postgresql":
+        budget, written = _write_in_pipeline(session, params)
+    else:
+        budget, written = _write_one_by_one(session, params)
+    if budget is not None:
+        _attach_as_loaded(session, job, time_budget_seconds=budget)
+    return written
+
+
+def _write_in_pipeline(session: Session, params: dict[str, Any]) -> tuple[int | None, NewJobWrite]:
+    for name in _JSON_COLUMNS:
+        params[name] = Json(params[name])
+    with driver_connection(session) as connection:
+        insert, lock, count = connection.cursor(), connection.cursor(), connection.cursor()
+        with connection.pipeline():  # sent together; one sync at the end of the block
+            insert.execute(_PG_INSERT_JOB, params)
+            lock.execute(_PG_LOCK_TENANT, params)
+            count.execute(_PG_COUNT_LIVE, params)
+        inserted, tenant, live = insert.fetchone(), lock.fetchone(), count.fetchone()
+        for cursor in (insert, lock, count):
+            cursor.close()
+    if inserted is None:
+        return None, NewJobWrite(inserted=False)
+    row = None if tenant is None else TenantRow(*tenant)
+    return int(inserted[0]), NewJobWrite(inserted=True, tenant=row, live_jobs=int(live[0]) if live else 0)
+
+
+def _write_one_by_one(session: Session, params: dict[str, Any]) -> tuple[int | None, NewJobWrite]:
+    budget = session.execute(_insert_new_job(session.get_bind().dialect.name), params).scalar_one_or_none()
+    if budget is None:
+        return None, NewJobWrite(inserted=False)
+    event = {"type": params["event_type"], "message": params["event_message"], "level": "info", "data": {}}
+    session.execute(_INSERT_EVENT, {"job_id": params["id"], **event})
+    tenant = session.get(Tenant, params["tenant_id"], with_for_update=True)
+    row = None if tenant is None else TenantRow(*(getattr(tenant, name) for name in _LIMIT_COLUMNS))
+    live = session.connection().scalar(_COUNT_ACTIVE, {"tenant": params["tenant_id"]}) or 0
+    return int(budget), NewJobWrite(inserted=True, tenant=row, live_jobs=int(live))
 
 
 def _insert_new_job(dialect: str) -> Any:
@@ -169,24 +271,14 @@ def _insert_new_job(dialect: str) -> Any:
     return _INSERTS[dialect]
 
 
-def insert_unless_key_taken(session: Session, job: Job, *, default_time_budget: int) -> bool:
-    """Write a new job (every column of `_NEW_JOB_COLUMNS` set on `job`) with its tenant's time budget (its
-    row's, else `default_time_budget`), in one round trip: no ORM flush, and no savepoint to survive the
-    race on its Idempotency-Key, which `ON CONFLICT DO NOTHING` settles instead. False, and nothing
-    written, when another job of the tenant has that key; else `job` joins the session as if loaded."""
-    params = {name: getattr(job, name) for name in _NEW_JOB_COLUMNS}
-    params["default_time_budget"] = default_time_budget
-    budget = session.execute(_insert_new_job(session.get_bind().dialect.name), params).scalar_one_or_none()
-    if budget is None:
-        return False
-    job.time_budget_seconds = budget
+def _attach_as_loaded(session: Session, job: Job, *, time_budget_seconds: int) -> None:
+    job.time_budget_seconds = time_budget_seconds
     for name in ("started_at", "finished_at", "error", "lease_expires_at", "worker_id"):
         setattr(job, name, None)
     job.mlflow_run_id = None
     set_committed_value(job, "artifacts", [])  # a new job has none: its JobRead must not query them
     make_transient_to_detached(job)  # as though just loaded: persistent once added, no INSERT of its own
     session.add(job)
-    return True
 
 
 def transition(session: Session, job: Job, *, from_status: str, **values: Any) -> bool:
@@ -202,14 +294,6 @@ def transition(session: Session, job: Job, *, from_status: str, **values: Any) -
     )
     session.refresh(job)
     return bool(getattr(result, "rowcount", 0) == 1)
-
-
-_INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
-
-
-def insert_event(session: Session, *, job_id: str, type: str, message: str) -> None:
-    """`add_event` where the caller needs no JobEvent back: one INSERT, no ORM flush, no RETURNING."""
-    session.execute(_INSERT_EVENT, {"job_id": job_id, "type": type, "message": message, "level": "info", "data": {}})
 
 
 def add_event(

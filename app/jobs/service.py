@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from app.auth.quotas import check_job_slot
+from app.auth.limits import TenantLimits
+from app.auth.quotas import check_job_slot, refuse_when_full
 from app.checks import repository as verdicts_repository
 from app.db import after_commit
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import AppError, Conflict, InvalidRequest, NotFound
 from app.jobs import repository
 from app.jobs.schemas import JobCreate
 from app.jobs.validation import PlannedCheck, lock_files, plan_job, validate_job
@@ -23,6 +24,7 @@ from app.pagination import split_page
 from app.queue import JobQueue
 from app.settings import Settings
 from app.webhooks.outbox import record_job_event
+from distill.errors import UserError
 
 IDEMPOTENCY_PARAM = "Idempotency-Key"
 
@@ -33,17 +35,12 @@ def request_hash(spec: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _admit(
-    session: Session, *, tenant: str, settings: Settings, spec: JobCreate, idempotency_key: str | None
-) -> tuple[str, Job | None]:
-    """What every submission asks first: its metadata within limits (else 422), the body's hash, and the job an
-    earlier request with this Idempotency-Key made (its replay: 409 if that body differed), if any."""
-    check_metadata(spec.metadata, settings)
-    digest = request_hash(spec)
-    if idempotency_key is None:
-        return digest, None
-    existing = repository.get_by_idempotency_key(session, tenant=tenant, key=idempotency_key)
-    return digest, None if existing is None else _replay(existing, digest)
+def _replayed(session: Session, *, tenant: str, key: str | None, digest: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made (its replay; 409 if that body differed), if any."""
+    if key is None:
+        return None
+    existing = repository.get_by_idempotency_key(session, tenant=tenant, key=key)
+    return None if existing is None else _replay(existing, digest)
 
 
 def submit_job(
@@ -59,12 +56,27 @@ def submit_job(
     first (the same check passed before, see app/checks/verdicts.py); else the plan of that check.
 
     The caller must end this read-only transaction before the check runs, so that no connection waits on
-    a model (DESIGN §2), then call `create_job(checked=plan)`."""
-    digest, replayed = _admit(session, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key)
-    if replayed is not None:
-        return replayed, False
-    plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
+    a model (DESIGN §2), then call `create_job(checked=plan)`.
+
+    An Idempotency-Key already used answers its first job (200, or 409 for another body) whatever else the
+    request would meet. Where the spec is fine and its check known to pass (nearly every submission), the
+    job's INSERT finds the key taken, and no lookup precedes it; else the key is looked up before the
+    request is refused or a probe is spent on it."""
+    check_metadata(spec.metadata, settings)
+    digest = request_hash(spec)
+    try:
+        plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
+    except (AppError, UserError) as refused:
+        if getattr(refused, "status_code", 422) >= 500:
+            raise
+        replayed = _replayed(session, tenant=tenant, key=idempotency_key, digest=digest)
+        if replayed is None:
+            raise
+        return replayed, False  # e.g. a retry after the job's file was deleted: the job stands
     if not plan.passed:
+        replayed = _replayed(session, tenant=tenant, key=idempotency_key, digest=digest)
+        if replayed is not None:
+            return replayed, False
         check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
         return plan
     return _write_job(
@@ -87,7 +99,9 @@ def create_job(
     `checked`: the spec was checked already, outside this transaction (`submit_job`, then
     validation.check_once: what the endpoint does, so that no connection is held while the probe
     runs); here its files are only locked. Without it every check runs now."""
-    digest, replayed = _admit(session, tenant=tenant, settings=settings, spec=spec, idempotency_key=idempotency_key)
+    check_metadata(spec.metadata, settings)
+    digest = request_hash(spec)
+    replayed = _replayed(session, tenant=tenant, key=idempotency_key, digest=digest)
     if replayed is not None:
         return replayed, False
     if checked is None:
@@ -116,14 +130,16 @@ def _write_job(
     digest: str,
     plan: PlannedCheck,
 ) -> tuple[Job, bool]:
-    """Write the checked job: its files locked, the row, its `queued` event, a probe's fresh pass, then a
+    """Write the checked job: its files locked, a probe's fresh pass, the row with its `queued` event, then a
     job slot taken under the tenant's lock, and the message sent once all of it is committed.
 
-    The tenant's row lock serialises the tenant's submissions until they commit, so it is taken last: what
-    it covers is the slot count and the commit, not the writes (a burst of one tenant's submissions waited
-    on it, docs/BENCHMARKS.md). The count sees this job, so `written=1`."""
+    The tenant's row lock serialises the tenant's submissions until they commit, so it is taken last, with
+    the write (one round trip on Postgres, jobs.repository.write_new_job): what it covers is the slot count
+    and the commit. A 429 rolls the job back with the rest of the transaction."""
     lock_files(session, tenant=tenant, plan=plan)  # a DELETE of one of them now waits for our commit
     now = utcnow()
+    if plan.inputs and not plan.passed:  # the probe passed just now: other processes need not run it again
+        verdicts_repository.record_pass(session, tenant=tenant, key=plan.verdict, now=now)
     job = Job(
         id=new_id("job_"),
         tenant_id=tenant,
@@ -139,17 +155,21 @@ def _write_job(
         request_hash=digest,
         dispatched_at=now,  # the send below; the queue clears it if the send fails
     )
-    if not repository.insert_unless_key_taken(session, job, default_time_budget=settings.job_time_budget_seconds):
-        # Another request with the same key committed between our lookup and our insert.
-        assert key is not None
-        existing = repository.get_by_idempotency_key(session, tenant=tenant, key=key)
-        if existing is None:
+    written = repository.write_new_job(
+        session,
+        job,
+        default_time_budget=settings.job_time_budget_seconds,
+        event_type="queued",
+        event_message="job accepted and queued",
+    )
+    if not written.inserted:
+        # Another request with the same key committed before our insert.
+        replayed = _replayed(session, tenant=tenant, key=key, digest=digest)
+        if replayed is None:
             raise RuntimeError(f"job with Idempotency-Key {key!r} conflicted on insert but cannot be read")
-        return _replay(existing, digest), False
-    repository.insert_event(session, job_id=job.id, type="queued", message="job accepted and queued")
-    if plan.inputs and not plan.passed:  # the probe passed just now: other processes need not run it again
-        verdicts_repository.record_pass(session, tenant=tenant, key=plan.verdict, now=now)
-    check_job_slot(session, tenant=tenant, settings=settings, lock=True, written=1)
+        return replayed, False
+    limits = TenantLimits.of(written.tenant, settings)
+    refuse_when_full(limits, live_jobs=written.live_jobs - 1, settings=settings)  # the count saw this job
     # The worker must find a committed row when the message arrives, hence after commit. dispatched_at is
     # written with the row, as the reconciler marks a job before it sends: if the send fails, the queue sets
     # it back to NULL and the reconciler re-sends the job within a round; if this process dies before it
