@@ -165,11 +165,18 @@ class Settings(BaseSettings):
         """Where an uploaded file's `storage_path` lives on disk (relative paths are under upload_dir).
 
         Absolute, because the probe and the training child run in folders of their own."""
-        return (self.upload_dir / storage_path).resolve()
+        return _resolved(self.upload_dir) / storage_path
 
     def artifact_path(self, storage_path: str) -> Path:
         """Where an artifact's `storage_path` lives on disk (relative paths are under artifact_dir)."""
         return self.artifact_dir / storage_path
+
+
+@lru_cache(maxsize=64)
+def _resolved(folder: Path) -> Path:
+    # Once per folder: resolving every path (system calls for each part) showed in a burst of submissions.
+    # Our storage paths are names we made, with no links or '..' to resolve.
+    return folder.resolve()
 
 
 @lru_cache

@@ -219,13 +219,13 @@ def accounted(database_url: str, redis_url: str, *, prefix: str, expected: int, 
 
 
 @contextmanager
-def profiling(pid: int, raw: Path, *, gil: bool = False) -> Iterator[None]:
-    """py-spy on `pid` while the block runs: its stacks, `--nonblocking` (the API is never paused) at 50 Hz.
+def profiling(pid: int, raw: Path, *, gil: bool = False, rate: int = 50) -> Iterator[None]:
+    """py-spy on `pid` while the block runs: its stacks, `--nonblocking` (the API is never paused), `rate` Hz.
     Without pausing it py-spy cannot tell a waiting thread from a running one, so the samples are every
     thread's wall time; `gil`: only the thread that holds the GIL, i.e. where the Python CPU goes."""
     spy = subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
-         "--nonblocking", "--subprocesses", "--rate", "50", "-o", str(raw), *(["--gil"] if gil else [])],
+         "--nonblocking", "--subprocesses", "--rate", str(rate), "-o", str(raw), *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -256,13 +256,13 @@ _BUCKETS = [
 
 # Parts of a submission, by a function on the stack (inclusive: a sample counts for each part it is in).
 _PARTS = {
-    "submit (one transaction: idempotency, files, verdict, slot, insert)": "submit_job (app/jobs/service.py",
-    "  of which the write (locks, slot check, job + event rows)": "_write_job (app/jobs/service.py",
-    "  of which the slot check (tenant row FOR UPDATE, count)": "check_job_slot (app/auth/quotas.py",
-    "  of which the Idempotency-Key lookup": "get_by_idempotency_key (app/jobs/repository.py",
+    "submit (one transaction: files, verdict, write, slot)": "submit_job (app/jobs/service.py",
+    "  of which the write (job + event, tenant lock, count: one round trip)": "write_new_job (app/jobs/repository.py",
+    "  of which the Idempotency-Key lookup (a replay, or a request refused)": "_replayed (app/jobs/service.py",
+    "  of which the plan (files, engine config, verdict key)": "plan_job (app/jobs/validation.py",
     "engine check (check_job, probe-slot thread)": "check_job (distill/validate.py",
     "commit (app.db._commit, with the after-commit send)": "_commit (app/db.py",
-    "  of which the send (Celery to Redis)": "Celery.send_task (",
+    "  of which the send (the run_job message to Redis)": "RedisSender.send (app/queue_redis.py",
     "  of which clearing dispatched_at after a failed send": "mark_unsent (app/queue.py",
     "pool pre-ping at checkout (SELECT 1)": "do_ping (",
 }
@@ -276,7 +276,7 @@ def summarize_stacks(raw: Path, *, gil: bool) -> dict[str, Any]:
     parts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or not count_text.isdigit():  # a process's own line, without frames
             continue
         count = int(count_text)
         total += count
@@ -316,6 +316,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="the clients' HTTP library")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the clients' event loop")
     parser.add_argument("--gil", action="store_true", help="profile the GIL holder only (CPU), not every thread")
+    parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"bursts to run, of {','.join(KINDS)}")
     parser.add_argument(
         "--repeat", type=int, default=1, help="run the builtin and probe_cached bursts this many times (r2-builtin, …)"
@@ -376,7 +377,7 @@ def main() -> None:
                 queued_before = queue_length(redis_url)
                 cpu_before = process_cpu_seconds(api.process.pid)
                 profiled = name == "builtin" and not args.no_profile
-                with profiling(api.process.pid, raw, gil=args.gil) if profiled else nullcontext():
+                with profiling(api.process.pid, raw, gil=args.gil, rate=args.rate) if profiled else nullcontext():
                     stats = burst(api.url, key, body, jobs=sizes[kind], clients=args.clients, prefix=name, **clients)
                 stats["api_cpu_ms_per_job"] = round(
                     1000 * (process_cpu_seconds(api.process.pid) - cpu_before) / stats["submitted"], 2

@@ -30,10 +30,12 @@ def lock_many(session: Session, *, tenant: str, file_ids: set[str]) -> set[str]:
     return set(session.scalars(query).all())
 
 
-def get_many(session: Session, *, tenant: str, file_ids: set[str]) -> dict[str, File]:
+def get_many(session: Session, *, tenant: str, file_ids: set[str], lock: bool = False) -> dict[str, File]:
+    """id -> File of those that exist; `lock`: FOR SHARE, as lock_many."""
     if not file_ids:
         return {}
-    rows = session.scalars(select(File).where(File.tenant_id == tenant, File.id.in_(file_ids)))
+    query = select(File).where(File.tenant_id == tenant, File.id.in_(file_ids))
+    rows = session.scalars(query.with_for_update(read=True) if lock else query)
     return {row.id: row for row in rows}
 
 

@@ -65,7 +65,7 @@ def submit_job(
     check_metadata(spec.metadata, settings)
     digest = request_hash(spec)
     try:
-        plan = plan_job(session, tenant=tenant, settings=settings, spec=spec)
+        plan = plan_job(session, tenant=tenant, settings=settings, spec=spec, lock=True)  # files: FOR SHARE
     except (AppError, UserError) as refused:
         if getattr(refused, "status_code", 422) >= 500:
             raise
@@ -80,7 +80,15 @@ def submit_job(
         check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
         return plan
     return _write_job(
-        session, tenant=tenant, settings=settings, queue=queue, spec=spec, key=idempotency_key, digest=digest, plan=plan
+        session,
+        tenant=tenant,
+        settings=settings,
+        queue=queue,
+        spec=spec,
+        key=idempotency_key,
+        digest=digest,
+        plan=plan,
+        files_locked=True,
     )
 
 
@@ -116,6 +124,7 @@ def create_job(
         key=idempotency_key,
         digest=digest,
         plan=checked,
+        files_locked=False,
     )
 
 
@@ -129,6 +138,7 @@ def _write_job(
     key: str | None,
     digest: str,
     plan: PlannedCheck,
+    files_locked: bool,
 ) -> tuple[Job, bool]:
     """Write the checked job: its files locked, a probe's fresh pass, the row with its `queued` event, then a
     job slot taken under the tenant's lock, and the message sent once all of it is committed.
@@ -136,7 +146,8 @@ def _write_job(
     The tenant's row lock serialises the tenant's submissions until they commit, so it is taken last, with
     the write (one round trip on Postgres, jobs.repository.write_new_job): what it covers is the slot count
     and the commit. A 429 rolls the job back with the rest of the transaction."""
-    lock_files(session, tenant=tenant, plan=plan)  # a DELETE of one of them now waits for our commit
+    if not files_locked:  # planned in another transaction (before a probe)
+        lock_files(session, tenant=tenant, plan=plan)  # a DELETE of one of them now waits for our commit
     now = utcnow()
     if plan.inputs and not plan.passed:  # the probe passed just now: other processes need not run it again
         verdicts_repository.record_pass(session, tenant=tenant, key=plan.verdict, now=now)

@@ -11,6 +11,8 @@ Three steps, so that no request holds a database connection while a model runs (
 3. `lock_files` (the request's transaction, just before the job row is written): the files again,
    locked FOR SHARE, so a concurrent DELETE (which locks them FOR UPDATE) either finishes first and the
    job is refused, or waits and then sees the job and is refused itself.
+When the check passed before, the job is written in step 1's transaction: then step 1 reads the files
+FOR SHARE (`plan_job(lock=True)`) and step 3 is that read.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ class PlannedCheck:
     passed: bool = False  # the same check passed before (in this process, or stored): step 2 is skipped
 
 
-def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate) -> PlannedCheck:
-    """Step 1: 422 for files that are missing, another tenant's or of the wrong purpose, and metadata rules."""
+def plan_job(session: Session, *, tenant: str, settings: Settings, spec: JobCreate, lock: bool = False) -> PlannedCheck:
+    """Step 1: 422 for files that are missing, another tenant's or of the wrong purpose, and metadata rules.
+
+    `lock`: read the files FOR SHARE (step 3 done here), for a job written in this same transaction."""
     body = spec.model_dump(by_alias=True)
-    files = _referenced_files(session, tenant=tenant, body=body)
+    files = _referenced_files(session, tenant=tenant, body=body, lock=lock)
     _check_labels(spec, files)
     config = engine_config(spec, files, settings)
     models = [name for name in MODEL_FIELDS if name in files]
@@ -171,9 +175,10 @@ def validate_job(session: Session, *, tenant: str, settings: Settings, spec: Job
     return plan
 
 
-def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any]) -> dict[str, File]:
-    """field → File for each file-id field; 422 for a missing file, another tenant's, or the wrong purpose."""
-    found: dict[str, File] = {}
+def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any], lock: bool) -> dict[str, File]:
+    """field → File for each file-id field; 422 for a missing file, another tenant's, or the wrong purpose.
+    The files in one query (`lock`: FOR SHARE, until the transaction ends)."""
+    wanted: dict[str, tuple[str, str]] = {}  # field -> (file id, purpose)
     for dotted, purpose in FILE_FIELDS:
         value = field_value(body, dotted)
         if value is None:
@@ -187,7 +192,13 @@ def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any]) ->
                     param=dotted,
                 )
             continue
-        file = files_repository.get(session, tenant=tenant, file_id=value)
+        wanted[dotted] = (value, purpose)
+    rows = files_repository.get_many(
+        session, tenant=tenant, file_ids={file_id for file_id, _ in wanted.values()}, lock=lock
+    )
+    found: dict[str, File] = {}
+    for dotted, (value, purpose) in wanted.items():
+        file = rows.get(value)
         if file is None:
             hint = " or 'builtin:NAME'" if purpose == "dataset" else ""
             raise InvalidRequest(
