@@ -1,8 +1,9 @@
 """Per-tenant limits checked where what they limit is taken: a job slot at submission, storage at upload.
 
-The locked check holds the tenant's row (SELECT … FOR UPDATE) until the request commits, so two requests
-of one tenant cannot both take the last slot. Tenants without a row (auth off) run on the settings alone,
-unlocked: the embedded default has one user.
+A job slot: a submission's INSERT takes its tenant's counter of live jobs (kept by triggers, migration
+0009) and holds that row until it commits, so two submissions of one tenant cannot both take the last
+slot. Storage: the check holds the tenant's row (SELECT … FOR UPDATE) until the upload commits. Tenants
+without a row (auth off) run on the settings alone.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ class StorageQuotaExceeded(PayloadTooLarge):
     code = "storage_quota_exceeded"
 
 
-def check_job_slot(session: Session, *, tenant: str, settings: Settings, lock: bool) -> TenantLimits:
-    """429 `too_many_jobs` (with Retry-After) when the tenant already has its limit of unfinished jobs."""
-    limits = tenant_limits(session, tenant=tenant, settings=settings, lock=lock)
-    refuse_when_full(limits, live_jobs=jobs_repository.count_active(session, tenant=tenant), settings=settings)
+def check_job_slot(session: Session, *, tenant: str, settings: Settings) -> TenantLimits:
+    """429 `too_many_jobs` (with Retry-After) when the tenant already has its limit of unfinished jobs: asked
+    before a probe is spent on a job, and again when the job is written (refuse_when_full)."""
+    limits = tenant_limits(session, tenant=tenant, settings=settings)
+    refuse_when_full(limits, live_jobs=jobs_repository.live_jobs(session, tenant=tenant), settings=settings)
     return limits
 
 
 def refuse_when_full(limits: TenantLimits, *, live_jobs: int, settings: Settings) -> None:
     """The rule of job slots: 429 `too_many_jobs` when `live_jobs` (queued or running, not counting the one
-    being submitted) have reached the tenant's limit. A submission counts under its tenant's row lock, taken
-    with its job's write (jobs.repository.write_new_job), and a 429 rolls that job back."""
+    being submitted) have reached the tenant's limit. A submission reads the count after its job's INSERT,
+    which holds the tenant's counter row until it commits (jobs.repository.write_new_job); a 429 rolls that
+    job back, and the count with it."""
     if live_jobs >= limits.max_concurrent_jobs:
         raise TooManyRequests(
             f"{live_jobs} jobs are queued or running, the limit of this tenant is {limits.max_concurrent_jobs}; "

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import driver_connection
-from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, Tenant, UTCDateTime
+from app.models import ACTIVE_STATUSES, Artifact, Job, JobEvent, JobMetric, Tenant, TenantLiveJobs, UTCDateTime
 
 # A hot query (every read of a job's events, metrics or artifacts goes through it), built once: building a
 # statement and computing its cache key was a third of the CPU the read took. GET /v1/jobs/{id} has its
@@ -125,17 +125,6 @@ def list_page(session: Session, *, tenant: str, limit: int, after: str | None, s
     return session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
 
 
-_COUNT_ACTIVE = (
-    select(func.count()).select_from(Job).where(Job.tenant_id == bindparam("tenant"), Job.status.in_(ACTIVE_STATUSES))
-)
-
-
-def count_active(session: Session, *, tenant: str) -> int:
-    """How many of the tenant's jobs are queued or running: one count on (tenant_id, status, id), no rows loaded
-    (loading them made a burst of submissions quadratic, docs/BENCHMARKS.md); the statement built once."""
-    return int(session.connection().scalar(_COUNT_ACTIVE, {"tenant": tenant}) or 0)  # 160 µs CPU, not 240
-
-
 def list_active(session: Session, *, tenant: str) -> Sequence[Job]:
     return session.scalars(select(Job).where(Job.tenant_id == tenant, Job.status.in_(ACTIVE_STATUSES))).all()
 
@@ -167,18 +156,18 @@ class TenantRow(NamedTuple):
 @dataclass(frozen=True)
 class NewJobWrite:
     """What writing a new job found. `inserted` False: another job of the tenant has its Idempotency-Key, and
-    nothing was written. Else `tenant` is the tenant's row (None if it has none), locked until the transaction
-    ends, and `live_jobs` the tenant's queued and running jobs counted after that lock, the new one included."""
+    nothing was written. Else `tenant` is the tenant's row (None if it has none), and `live_jobs` the tenant's
+    queued and running jobs, the new one included: its counter row (migration 0009), which the INSERT's
+    trigger has locked until the transaction ends, so no other submission of the tenant can pass it meanwhile."""
 
     inserted: bool
     tenant: TenantRow | None = None
     live_jobs: int = 0
 
 
-# Postgres: three statements sent in one round trip (psycopg's pipeline; the server runs them in order, each
-# with a snapshot of its own, so the count sees every job committed before the lock was granted):
+# Postgres: two statements sent in one round trip (psycopg's pipeline; the server runs them in order):
 # 1. the job with its `queued` event, unless its key is taken (ON CONFLICT, no savepoint), its time budget the
-#    tenant's override or the default;
+#    tenant's override or the default. Its trigger adds one to the tenant's live jobs, taking that row's lock;
 _PG_INSERT_JOB = f"""
 WITH job AS (
     INSERT INTO jobs ({", ".join(_NEW_JOB_COLUMNS)}, time_budget_seconds)
@@ -193,14 +182,12 @@ WITH job AS (
 )
 SELECT time_budget_seconds FROM job
 """
-# 2. the tenant's row, locked: it serialises the tenant's submissions until they commit, so it is taken last,
-#    after the writes (a burst of one tenant's submissions waited on it, docs/BENCHMARKS.md);
-_PG_LOCK_TENANT = f"SELECT {', '.join(_LIMIT_COLUMNS)} FROM tenants WHERE id = %(tenant_id)s FOR UPDATE"
-# 3. its live jobs, on (tenant_id, status, id), no rows loaded.
-_PG_COUNT_LIVE = (
-    "SELECT count(*) FROM jobs WHERE tenant_id = %(tenant_id)s AND status IN "
-    f"({', '.join(repr(status) for status in ACTIVE_STATUSES)})"
-)
+# 2. the tenant's limits (its row, if any) and that count, as it stands after the INSERT.
+_PG_LIMITS_AND_LIVE = f"""
+SELECT tenant.id, {", ".join(f"tenant.{name}" for name in _LIMIT_COLUMNS)},
+       (SELECT live_jobs FROM tenant_live_jobs WHERE tenant_id = %(tenant_id)s::varchar)
+FROM (VALUES (1)) AS one LEFT JOIN tenants AS tenant ON tenant.id = %(tenant_id)s::varchar
+"""
 _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 _INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its cache key is costly)
 
@@ -208,10 +195,10 @@ _INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its 
 def write_new_job(
     session: Session, job: Job, *, default_time_budget: int, event_type: str, event_message: str
 ) -> NewJobWrite:
-    """Write a new job (every column of `_NEW_JOB_COLUMNS` set on `job`) and its first event, then lock its
-    tenant's row and count the tenant's live jobs (see NewJobWrite). On Postgres that is one round trip;
-    elsewhere (SQLite, one process) the same steps one by one. When written, `job` joins the session as if
-    loaded (no flush; its artifacts known to be none, so its JobRead queries nothing)."""
+    """Write a new job (every column of `_NEW_JOB_COLUMNS` set on `job`) and its first event, then read its
+    tenant's limits and live jobs (see NewJobWrite). On Postgres that is one round trip; elsewhere (SQLite,
+    one process) the same steps one by one. When written, `job` joins the session as if loaded (no flush;
+    its artifacts known to be none, so its JobRead queries nothing)."""
     params: dict[str, Any] = {name: getattr(job, name) for name in _NEW_JOB_COLUMNS}
     params.update(default_time_budget=default_time_budget, event_type=event_type, event_message=event_message)
     if session.get_bind().dialect.name == "postgresql":
@@ -227,18 +214,19 @@ def _write_in_pipeline(session: Session, params: dict[str, Any]) -> tuple[int | 
     for name in _JSON_COLUMNS:
         params[name] = Json(params[name])
     with driver_connection(session) as connection:
-        insert, lock, count = connection.cursor(), connection.cursor(), connection.cursor()
+        insert, read = connection.cursor(), connection.cursor()
         with connection.pipeline():  # sent together; one sync at the end of the block
             insert.execute(_PG_INSERT_JOB, params)
-            lock.execute(_PG_LOCK_TENANT, params)
-            count.execute(_PG_COUNT_LIVE, params)
-        inserted, tenant, live = insert.fetchone(), lock.fetchone(), count.fetchone()
-        for cursor in (insert, lock, count):
-            cursor.close()
+            read.execute(_PG_LIMITS_AND_LIVE, params)
+        inserted, limits = insert.fetchone(), read.fetchone()
+        insert.close()
+        read.close()
     if inserted is None:
         return None, NewJobWrite(inserted=False)
-    row = None if tenant is None else TenantRow(*tenant)
-    return int(inserted[0]), NewJobWrite(inserted=True, tenant=row, live_jobs=int(live[0]) if live else 0)
+    assert limits is not None  # one row, always
+    tenant_id, *overrides, live = limits
+    row = None if tenant_id is None else TenantRow(*overrides)
+    return int(inserted[0]), NewJobWrite(inserted=True, tenant=row, live_jobs=int(live or 0))
 
 
 def _write_one_by_one(session: Session, params: dict[str, Any]) -> tuple[int | None, NewJobWrite]:
@@ -247,10 +235,19 @@ def _write_one_by_one(session: Session, params: dict[str, Any]) -> tuple[int | N
         return None, NewJobWrite(inserted=False)
     event = {"type": params["event_type"], "message": params["event_message"], "level": "info", "data": {}}
     session.execute(_INSERT_EVENT, {"job_id": params["id"], **event})
-    tenant = session.get(Tenant, params["tenant_id"], with_for_update=True)
+    tenant = session.get(Tenant, params["tenant_id"])
     row = None if tenant is None else TenantRow(*(getattr(tenant, name) for name in _LIMIT_COLUMNS))
-    live = session.connection().scalar(_COUNT_ACTIVE, {"tenant": params["tenant_id"]}) or 0
-    return int(budget), NewJobWrite(inserted=True, tenant=row, live_jobs=int(live))
+    live = live_jobs(session, tenant=params["tenant_id"])
+    return int(budget), NewJobWrite(inserted=True, tenant=row, live_jobs=live)
+
+
+_LIVE_JOBS = select(TenantLiveJobs.live_jobs).where(TenantLiveJobs.tenant_id == bindparam("tenant"))
+
+
+def live_jobs(session: Session, *, tenant: str) -> int:
+    """How many of the tenant's jobs are queued or running: its counter row, kept by triggers (migration 0009),
+    one row whatever the count (counting the jobs took one index entry per live job)."""
+    return int(session.connection().scalar(_LIVE_JOBS, {"tenant": tenant}) or 0)
 
 
 def _insert_new_job(dialect: str) -> Any:

@@ -77,7 +77,7 @@ def submit_job(
         replayed = _replayed(session, tenant=tenant, key=idempotency_key, digest=digest)
         if replayed is not None:
             return replayed, False
-        check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
+        check_job_slot(session, tenant=tenant, settings=settings)  # before a probe is spent on it
         return plan
     return _write_job(
         session,
@@ -113,7 +113,7 @@ def create_job(
     if replayed is not None:
         return replayed, False
     if checked is None:
-        check_job_slot(session, tenant=tenant, settings=settings, lock=False)  # before a probe is spent on it
+        check_job_slot(session, tenant=tenant, settings=settings)  # before a probe is spent on it
         checked = validate_job(session, tenant=tenant, settings=settings, spec=spec)
     return _write_job(
         session,
@@ -143,9 +143,10 @@ def _write_job(
     """Write the checked job: its files locked, a probe's fresh pass, the row with its `queued` event, then a
     job slot taken under the tenant's lock, and the message sent once all of it is committed.
 
-    The tenant's row lock serialises the tenant's submissions until they commit, so it is taken last, with
-    the write (one round trip on Postgres, jobs.repository.write_new_job): what it covers is the slot count
-    and the commit. A 429 rolls the job back with the rest of the transaction."""
+    The job's INSERT takes its tenant's counter of live jobs, whose row lock serialises the tenant's
+    submissions until they commit; the write and the count are one round trip on Postgres
+    (jobs.repository.write_new_job), so that lock covers the count and the commit. A 429 rolls the job back
+    with the rest of the transaction."""
     if not files_locked:  # planned in another transaction (before a probe)
         lock_files(session, tenant=tenant, plan=plan)  # a DELETE of one of them now waits for our commit
     now = utcnow()

@@ -8,7 +8,7 @@ from app.models.file import FILE_PURPOSES, File, FilePurpose
 from app.models.job import ACTIVE_STATUSES, FINISHED_STATUSES, JOB_STATUSES, Job, JobStatus
 from app.models.job_event import EventLevel, JobEvent
 from app.models.job_metric import JobMetric
-from app.models.tenant import Tenant
+from app.models.tenant import Tenant, TenantLiveJobs
 from app.models.webhook import WEBHOOK_EVENT_TYPES, WebhookEndpoint, WebhookEventType, WebhookStatus
 from app.models.webhook_delivery import DeliveryStatus, WebhookDelivery
 
@@ -31,6 +31,7 @@ __all__ = [
     "JobMetric",
     "JobStatus",
     "Tenant",
+    "TenantLiveJobs",
     "UTCDateTime",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -27,3 +27,14 @@ class Tenant(Base):
     max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
     job_time_budget_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class TenantLiveJobs(Base):
+    """How many of a tenant's jobs are live (queued, running, cancelling), kept by triggers on `jobs`
+    (migration 0009): the slot check of every submission reads this one row instead of counting its jobs.
+    Never written by the application; a tenant's row appears with its first job."""
+
+    __tablename__ = "tenant_live_jobs"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    live_jobs: Mapped[int] = mapped_column(Integer)
