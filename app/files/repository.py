@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.models import File
@@ -30,13 +31,30 @@ def lock_many(session: Session, *, tenant: str, file_ids: set[str]) -> set[str]:
     return set(session.scalars(query).all())
 
 
-def get_many(session: Session, *, tenant: str, file_ids: set[str], lock: bool = False) -> dict[str, File]:
-    """id -> File of those that exist; `lock`: FOR SHARE, as lock_many."""
+class FileFacts(NamedTuple):
+    """What a submission reads of a file it names: a Core row, no ORM object (the ORM load was a tenth of a
+    submission's CPU, docs/BENCHMARKS.md, bursts)."""
+
+    id: str
+    purpose: str
+    sha256: str
+    format: str
+    meta: dict[str, Any]
+    storage_path: str
+
+
+_FACTS = select(*(File.__table__.c[name] for name in FileFacts._fields)).where(
+    File.tenant_id == bindparam("tenant"), File.id.in_(bindparam("ids", expanding=True))
+)
+_FACTS_FOR_SHARE = _FACTS.with_for_update(read=True)
+
+
+def facts_of(session: Session, *, tenant: str, file_ids: set[str], lock: bool = False) -> dict[str, FileFacts]:
+    """id -> facts of those of `file_ids` that exist; `lock`: FOR SHARE, as lock_many."""
     if not file_ids:
         return {}
-    query = select(File).where(File.tenant_id == tenant, File.id.in_(file_ids))
-    rows = session.scalars(query.with_for_update(read=True) if lock else query)
-    return {row.id: row for row in rows}
+    rows = session.connection().execute(_FACTS_FOR_SHARE if lock else _FACTS, {"tenant": tenant, "ids": list(file_ids)})
+    return {row.id: FileFacts(*row) for row in rows}
 
 
 def list_page(

@@ -32,9 +32,9 @@ from app.checks import repository as verdicts_repository
 from app.checks import verdicts
 from app.errors import InvalidRequest
 from app.files import repository as files_repository
+from app.files.repository import FileFacts
 from app.jobs.schemas import JobCreate
 from app.jobs.spec import FILE_FIELDS, field_value
-from app.models import File
 from app.probe import ProbeCrashed, ProbeLimits, run_probe
 from app.settings import Settings
 from distill.config import JobConfig
@@ -175,8 +175,8 @@ def validate_job(session: Session, *, tenant: str, settings: Settings, spec: Job
     return plan
 
 
-def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any], lock: bool) -> dict[str, File]:
-    """field → File for each file-id field; 422 for a missing file, another tenant's, or the wrong purpose.
+def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any], lock: bool) -> dict[str, FileFacts]:
+    """field → the facts of each file-id field's file; 422 for a missing file, another tenant's, or the wrong purpose.
     The files in one query (`lock`: FOR SHARE, until the transaction ends)."""
     wanted: dict[str, tuple[str, str]] = {}  # field -> (file id, purpose)
     for dotted, purpose in FILE_FIELDS:
@@ -193,10 +193,10 @@ def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any], lo
                 )
             continue
         wanted[dotted] = (value, purpose)
-    rows = files_repository.get_many(
+    rows = files_repository.facts_of(
         session, tenant=tenant, file_ids={file_id for file_id, _ in wanted.values()}, lock=lock
     )
-    found: dict[str, File] = {}
+    found: dict[str, FileFacts] = {}
     for dotted, (value, purpose) in wanted.items():
         file = rows.get(value)
         if file is None:
@@ -216,7 +216,7 @@ def _referenced_files(session: Session, *, tenant: str, body: dict[str, Any], lo
     return found
 
 
-def _check_labels(spec: JobCreate, files: dict[str, File]) -> None:
+def _check_labels(spec: JobCreate, files: dict[str, FileFacts]) -> None:
     """λ weighs the hard-label term; asked for explicitly on a transfer set with no labels, it means nothing.
 
     Read off the upload's metadata, so it needs no data loading (check_job repeats it for builtins).
@@ -233,14 +233,14 @@ def _check_labels(spec: JobCreate, files: dict[str, File]) -> None:
         )
 
 
-def engine_config(spec: JobCreate, files: dict[str, File], settings: Settings) -> JobConfig:
+def engine_config(spec: JobCreate, files: dict[str, FileFacts], settings: Settings) -> JobConfig:
     """The spec as the engine reads it: file ids replaced by local paths."""
     return JobConfig.model_validate(
         _engine_body(spec, files, lambda file: str(settings.upload_path(file.storage_path)))
     )
 
 
-def _engine_body(spec: JobCreate, files: dict[str, File], refer: Callable[[File], str]) -> dict[str, Any]:
+def _engine_body(spec: JobCreate, files: dict[str, FileFacts], refer: Callable[[FileFacts], str]) -> dict[str, Any]:
     """The engine's job document, each file id replaced by `refer(file)` (its path; or its content, for a
     verdict's key).
 
