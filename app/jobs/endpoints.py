@@ -90,9 +90,10 @@ async def create_job(
             session.rollback()  # it only read: its connection goes back to the pool before the check
             return outcome
         row, created = outcome
-        answer = JobRead.model_validate(row)
-        end_request_transaction(session)  # commit and send here, not in a second thread (app/db.py)
-        return answer, created
+        # Commit and send here, not in a second thread (app/db.py), and before the answer is built: until the
+        # commit, this transaction holds the tenant's count of live jobs, which its other submissions wait on.
+        end_request_transaction(session)
+        return JobRead.model_validate(row), created  # loaded attributes only (expire_on_commit=False)
 
     outcome = await submit()
     if isinstance(outcome, tuple):
@@ -112,9 +113,8 @@ async def create_job(
                 idempotency_key=idempotency_key,
                 checked=checked,
             )
-            answer = JobRead.model_validate(row)
             end_request_transaction(session)
-            return answer, created
+            return JobRead.model_validate(row), created
 
         job, created = await create()
     # The answer as bytes, as get_job does: FastAPI would validate the JobRead once more against the
