@@ -8,8 +8,10 @@ Threads and connections (the API answered nothing under load when this was wrong
 holds a pooled connection from its first query until get_session commits. While it holds one, the
 request must never wait for a thread of AnyIO's shared pool, whose threads may all be requests waiting
 for a connection. Endpoints therefore do their database work in one `in_worker_thread` step, and the
-commit runs in a thread of its own. The pool has room for every worker thread (Settings.threadpool_size
-<= db_pool_size + db_max_overflow), so a thread seldom waits for a connection at all.
+commit runs in a thread of its own (or, for a submission, at the end of that step:
+`end_request_transaction`, still the dependency's commit and callbacks, only without the second thread).
+The pool has room for every worker thread (Settings.threadpool_size <= db_pool_size + db_max_overflow),
+so a thread seldom waits for a connection at all.
 """
 
 from __future__ import annotations
