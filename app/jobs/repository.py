@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, cast
 
 from psycopg.types.json import Json
 from sqlalchemy import Connection, Select, Table, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -189,7 +189,7 @@ SELECT tenant.id, {", ".join(f"tenant.{name}" for name in _LIMIT_COLUMNS)},
 FROM (VALUES (1)) AS one LEFT JOIN tenants AS tenant ON tenant.id = %(tenant_id)s::varchar
 """
 _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
-_INSERTS: dict[str, Any] = {}  # dialect name -> the statement, built once (its cache key is costly)
+_INSERTS: dict[str, Any] = {}
 
 
 def write_new_job(
@@ -230,7 +230,7 @@ def _write_in_pipeline(session: Session, params: dict[str, Any]) -> tuple[int | 
 
 
 def _write_one_by_one(session: Session, params: dict[str, Any]) -> tuple[int | None, NewJobWrite]:
-    budget = session.execute(_insert_new_job(session.get_bind().dialect.name), params).scalar_one_or_none()
+    budget = session.execute(_sqlite_insert_job(), params).scalar_one_or_none()
     if budget is None:
         return None, NewJobWrite(inserted=False)
     event = {"type": params["event_type"], "message": params["event_message"], "level": "info", "data": {}}
@@ -250,12 +250,13 @@ def live_jobs(session: Session, *, tenant: str) -> int:
     return int(session.connection().scalar(_LIVE_JOBS, {"tenant": tenant}) or 0)
 
 
-def _insert_new_job(dialect: str) -> Any:
-    if dialect not in _INSERTS:
+def _sqlite_insert_job() -> Any:
+    """SQLite's INSERT of a new job (Postgres sends _PG_INSERT_JOB), built once: its cache key is costly."""
+    if "sqlite" not in _INSERTS:
         table = cast(Table, Job.__table__)
-        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-        _INSERTS[dialect] = (
-            insert.values(
+        _INSERTS["sqlite"] = (
+            sqlite.insert(table)
+            .values(
                 **{name: bindparam(name, type_=table.c[name].type) for name in _NEW_JOB_COLUMNS},
                 time_budget_seconds=func.coalesce(
                     select(Tenant.job_time_budget_seconds).where(Tenant.id == bindparam("tenant_id")).scalar_subquery(),
@@ -265,7 +266,7 @@ def _insert_new_job(dialect: str) -> Any:
             .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
             .returning(table.c.time_budget_seconds)
         )
-    return _INSERTS[dialect]
+    return _INSERTS["sqlite"]
 
 
 def _attach_as_loaded(session: Session, job: Job, *, time_budget_seconds: int) -> None:
