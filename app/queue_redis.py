@@ -98,6 +98,3 @@ class RedisSender:
     def send(self, job_id: str) -> None:
         message = run_job_message(job_id, task=self.task, queue=self.queue, origin=self.origin, reply_to=self.reply_to)
         self._client.lpush(self.queue, message)
-
-    def close(self) -> None:
-        self._client.close()

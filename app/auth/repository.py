@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 
 from app.models import ApiKey, Tenant
 
-# Built once: every submission reads its tenant's row (locked), and building the statement and its cache key
-# each time showed in the profile of a burst of submissions (docs/BENCHMARKS.md).
+# Built once: requests read their tenant's limits often, and building the statement and its cache key each
+# time showed in the profile of a burst of submissions (docs/BENCHMARKS.md).
 _TENANT = select(Tenant).where(Tenant.id == bindparam("tenant_id"))
-# Serialises one tenant's submissions and uploads, so two at once cannot both pass a limit.
+# Serialises one tenant's uploads, so two at once cannot both pass its storage limit. (Its submissions take
+# turns on its count of live jobs instead: jobs.repository.write_new_job.)
 _TENANT_FOR_UPDATE = _TENANT.with_for_update()
 
 

@@ -1,4 +1,7 @@
-"""All SQL on `jobs`, `job_events` and `job_metrics`. Every job query is scoped to one tenant."""
+"""All SQL on `jobs`, `job_events` and `job_metrics`. Every job query is scoped to one tenant.
+
+A new job's write also reads its tenant's limits (`tenants`) and live jobs (`tenant_live_jobs`, which
+triggers keep): the slot check needs them in the same round trip (write_new_job)."""
 
 from __future__ import annotations
 

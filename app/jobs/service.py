@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -29,9 +30,14 @@ from distill.errors import UserError
 IDEMPOTENCY_PARAM = "Idempotency-Key"
 
 
-def request_hash(spec: JobCreate) -> str:
-    """Hash of the normalised body: the same job written with or without its defaults hashes the same."""
-    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+def stored_spec(spec: JobCreate) -> dict[str, Any]:
+    """The body as the job stores it: normalised, every default written out."""
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def request_hash(stored: dict[str, Any]) -> str:
+    """Hash of the stored (normalised) body: the same job written with or without its defaults hashes the same."""
+    canonical = json.dumps(stored, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -63,7 +69,8 @@ def submit_job(
     job's INSERT finds the key taken, and no lookup precedes it; else the key is looked up before the
     request is refused or a probe is spent on it."""
     check_metadata(spec.metadata, settings)
-    digest = request_hash(spec)
+    stored = stored_spec(spec)
+    digest = request_hash(stored)
     try:
         plan = plan_job(session, tenant=tenant, settings=settings, spec=spec, lock=True)  # files: FOR SHARE
     except (AppError, UserError) as refused:
@@ -84,7 +91,7 @@ def submit_job(
         tenant=tenant,
         settings=settings,
         queue=queue,
-        spec=spec,
+        stored=stored,
         key=idempotency_key,
         digest=digest,
         plan=plan,
@@ -108,7 +115,8 @@ def create_job(
     validation.check_once: what the endpoint does, so that no connection is held while the probe
     runs); here its files are only locked. Without it every check runs now."""
     check_metadata(spec.metadata, settings)
-    digest = request_hash(spec)
+    stored = stored_spec(spec)
+    digest = request_hash(stored)
     replayed = _replayed(session, tenant=tenant, key=idempotency_key, digest=digest)
     if replayed is not None:
         return replayed, False
@@ -120,7 +128,7 @@ def create_job(
         tenant=tenant,
         settings=settings,
         queue=queue,
-        spec=spec,
+        stored=stored,
         key=idempotency_key,
         digest=digest,
         plan=checked,
@@ -134,7 +142,7 @@ def _write_job(
     tenant: str,
     settings: Settings,
     queue: JobQueue,
-    spec: JobCreate,
+    stored: dict[str, Any],
     key: str | None,
     digest: str,
     plan: PlannedCheck,
@@ -156,7 +164,7 @@ def _write_job(
         id=new_id("job_"),
         tenant_id=tenant,
         status="queued",
-        spec=spec.model_dump(mode="json", by_alias=True),
+        spec=stored,
         created_at=now,
         updated_at=now,
         progress={},
